@@ -1,0 +1,231 @@
+"""Command line: ``cnnlab study``, ``cnnlab train`` and ``cnnlab report``.
+
+This module only parses options and wires them to the study, training and
+report modules. Errors caused by input become one line on stderr and an exit
+code (2 for invalid options, 3 for bad data, 4 for unwritable output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError, ConfigError
+
+log = logging.getLogger("cnnlab")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line and exit 2, like every other input error
+        self.exit(2, f"cnnlab: error: {message}; see '{self.prog} --help'\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: must be at least 1")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"invalid value {value}: must be 0 or more")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number")
+    return value
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache "
+        "folder); missing files are downloaded there",
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML or JSON file overriding the default settings")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="where to train (default: auto, a CUDA GPU when one is visible, else the CPU)",
+    )
+    parser.add_argument("--seed", type=_nonneg_int, default=None, help="first random seed (default: 0)")
+    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors, no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="cnnlab",
+        description="Reproducible convolutional-network studies on MNIST and CIFAR-10, with a written report.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    study = sub.add_parser(
+        "study",
+        help="run a full study and write its report",
+        description="Train the baseline, the stride x kernel-size grid and the L2 grid (and, for "
+        "CIFAR-10, the preprocessing ablation), analyse predictions and feature maps, and write "
+        "report.html, report.md, figures/ and results.json. Finished runs are reused, so "
+        "rerunning an interrupted study resumes it.",
+    )
+    study.add_argument("dataset", help="mnist or cifar10")
+    study.add_argument("--quick", action="store_true", help="short training budgets: a smoke run of every section")
+    study.add_argument(
+        "--out", metavar="DIR", help="run folder (default: runs/DATASET, or runs/DATASET-quick with --quick)"
+    )
+    study.add_argument(
+        "--seeds", type=_positive_int, default=None, help="repeat every comparative run with N seeds (default: 1)"
+    )
+    _common(study)
+
+    train = sub.add_parser(
+        "train",
+        help="train the baseline model once",
+        description="Train one model with the study's baseline settings and print its metrics.",
+    )
+    train.add_argument("dataset", help="mnist or cifar10")
+    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/DATASET-train)")
+    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: the study's baseline)")
+    train.add_argument("--lr", type=_finite_float, help="peak learning rate")
+    train.add_argument("--batch-size", type=_positive_int, help="images per training step")
+    train.add_argument("--l2", type=_finite_float, help="α of the explicit penalty α·Σ‖w‖² (default: 0)")
+    train.add_argument("--quick", action="store_true", help="use the quick study's baseline budget")
+    _common(train)
+
+    report = sub.add_parser(
+        "report",
+        help="rebuild the report of a finished study",
+        description="Rebuild report.html, report.md and figures/ from RUN_DIR/results.json and artifacts.npz.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a study's run folder, holding results.json")
+    report.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    report.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    return parser
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _load_study(args: argparse.Namespace) -> Any:
+    from cnnlab.config import check_choice, default_study, read_config_file, study_from_dict
+
+    check_choice("dataset", args.dataset, ("mnist", "cifar10"))
+    study = default_study(args.dataset, quick=args.quick)
+    if args.config:
+        data = read_config_file(args.config)
+        if "dataset" in data and data["dataset"] != args.dataset:
+            raise ConfigError(
+                f"config file {args.config} sets dataset {data['dataset']!r} but the command asks "
+                f"for {args.dataset!r}; remove the key or change the command"
+            )
+        study = study_from_dict(data, study)
+    overrides: dict[str, Any] = {}
+    if args.device is not None:
+        overrides["device"] = args.device
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if getattr(args, "seeds", None) is not None:
+        overrides["seeds"] = args.seeds
+    return dataclasses.replace(study, **overrides)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from cnnlab.study import run_study
+
+    study = _load_study(args)
+    out = Path(args.out) if args.out else Path("runs") / (args.dataset + ("-quick" if args.quick else ""))
+    results = run_study(study, out=out, data_dir=args.data_dir, quick=args.quick, progress=not args.quiet)
+    print(f"report: {out / 'report.html'}")
+    print(f"        {out / 'report.md'}")
+    print(f"results: {results}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cnnlab.study import single_run
+
+    study = _load_study(args)
+    train_overrides = {
+        name: value
+        for name, value in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size), ("l2", args.l2))
+        if value is not None
+    }
+    study = dataclasses.replace(study, train=dataclasses.replace(study.train, **train_overrides))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.dataset}-train"
+    record = single_run(study, out=out, data_dir=args.data_dir, progress=not args.quiet)
+    final = record["final"]
+    if record["status"] != "completed":
+        print(f"run {record['key']} diverged in epoch {record['diverged_epoch']}; lower the learning rate")
+        return 1
+    print(
+        f"run {record['key']}: test accuracy {100 * final['test_accuracy']:.2f}%, "
+        f"validation {100 * final['val_accuracy']:.2f}%, "
+        f"{final['train_time_s']:.1f} s training; stored in {out / 'runs'}"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from cnnlab.report import write_report
+
+    paths = write_report(Path(args.run_dir))
+    for name in ("html", "md"):
+        if name in paths:
+            print(f"report: {paths[name]}")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    # SIGTERM ends the process like Ctrl-C; stored runs and checkpoints are already complete files.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    commands = {"study": _cmd_study, "train": _cmd_train, "report": _cmd_report}
+    try:
+        return commands[args.command](args)
+    except CnnlabError as exc:
+        if args.debug:
+            raise
+        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted; finished runs are stored, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

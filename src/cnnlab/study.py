@@ -1,0 +1,432 @@
+"""A study: the training runs behind every report section, their analyses, and results.json.
+
+Runs are planned first as plain RunConfigs. Each is trained only if the run
+store has no result under its key, so a rerun reuses finished runs and an
+interrupted study resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import cnnlab
+from cnnlab.config import (
+    ConvBlock,
+    Preprocess,
+    RunConfig,
+    StudyConfig,
+    to_dict,
+    validate_model,
+    validate_study,
+)
+from cnnlab.data import DatasetSplits, load_dataset
+from cnnlab.errors import ConfigError, OutputError
+from cnnlab.models import build_model, feature_map_sizes, layer_table
+from cnnlab.store import RunStore, atomic_write_bytes, atomic_write_json, run_key
+from cnnlab.train import PreparedData, environment, evaluate, resolve_device, resolve_precision, train_run
+
+log = logging.getLogger(__name__)
+
+INPUT_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+RESULTS_SCHEMA = 1
+
+
+@dataclasses.dataclass
+class Plan:
+    """The runs of a study, by section, before any is trained."""
+
+    runs: dict[str, RunConfig]  # key -> config, in training order
+    sections: dict[str, dict[str, Any]]
+
+
+def _budget(epochs: int, train_subset: int | None) -> dict[str, Any]:
+    return {"epochs": epochs, "train_subset": train_subset}
+
+
+def plan_study(study: StudyConfig, device: str) -> Plan:
+    """Validate the study and list every run each section needs."""
+    input_shape = INPUT_SHAPES[study.dataset]
+    validate_study(study, input_shape)
+    runs: dict[str, RunConfig] = {}
+    seeds = [study.seed + i for i in range(study.seeds)]
+
+    def add(model: Any, train: Any, pre: Preprocess) -> list[str]:
+        keys = []
+        for seed in seeds:
+            config = RunConfig(study.dataset, model, train, pre, seed, device)
+            key = run_key(to_dict(config))
+            runs.setdefault(key, config)
+            keys.append(key)
+        return keys
+
+    sections: dict[str, dict[str, Any]] = {}
+    baseline = add(study.model, study.train, study.preprocess)
+    sections["baseline"] = {
+        "runs": baseline,
+        "budget": _budget(study.train.epochs, study.train.train_subset),
+    }
+
+    sweep = study.stride_kernel
+    if sweep.enabled:
+        cells = []
+        train = dataclasses.replace(study.train, epochs=sweep.epochs, train_subset=sweep.train_subset)
+        for stride in sweep.strides:
+            for kernel in sweep.kernel_sizes:
+                blocks = tuple(
+                    dataclasses.replace(b, stride=stride, kernel_size=kernel, padding=None)
+                    for b in study.model.blocks
+                )
+                model = dataclasses.replace(study.model, blocks=blocks)
+                cell: dict[str, Any] = {"stride": stride, "kernel_size": kernel}
+                try:
+                    validate_model(model, input_shape, where=f"stride {stride}, kernel {kernel}")
+                except ConfigError as exc:
+                    cell.update(valid=False, reason=str(exc), runs=[], feature_map_sizes=[])
+                else:
+                    cell.update(
+                        valid=True,
+                        runs=add(model, train, study.preprocess),
+                        feature_map_sizes=feature_map_sizes(model, input_shape),
+                    )
+                cells.append(cell)
+        if not any(cell["valid"] for cell in cells):
+            raise ConfigError(
+                "invalid stride_kernel: every stride and kernel combination shrinks the feature "
+                "maps to zero size; use smaller strides or fewer pooling blocks"
+            )
+        sections["stride_kernel"] = {
+            "strides": list(sweep.strides),
+            "kernel_sizes": list(sweep.kernel_sizes),
+            "budget": _budget(sweep.epochs, sweep.train_subset),
+            "cells": cells,
+        }
+
+    if study.l2.enabled:
+        train_base = dataclasses.replace(
+            study.train, epochs=study.l2.epochs, train_subset=study.l2.train_subset
+        )
+        cells = [
+            {"alpha": alpha, "runs": add(study.model, dataclasses.replace(train_base, l2=alpha), study.preprocess)}
+            for alpha in study.l2.alphas
+        ]
+        sections["l2"] = {
+            "alphas": list(study.l2.alphas),
+            "budget": _budget(study.l2.epochs, study.l2.train_subset),
+            "cells": cells,
+        }
+
+    if study.dataset == "cifar10" and study.preprocessing.enabled:
+        train = dataclasses.replace(
+            study.train, epochs=study.preprocessing.epochs, train_subset=study.preprocessing.train_subset
+        )
+        full = study.preprocess
+        none = Preprocess(standardize=False)
+        steps = [
+            ("none", none),
+            ("standardization", Preprocess(standardize=True)),
+            ("+ random crop", Preprocess(standardize=True, crop_padding=full.crop_padding or 4)),
+            ("+ horizontal flip", Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True)),
+            (
+                "+ cutout (all augmentations)",
+                Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True, cutout=full.cutout or 8),
+            ),
+            (
+                "all + ZCA whitening",
+                Preprocess(
+                    standardize=True, whiten=True, crop_padding=full.crop_padding or 4, flip=True, cutout=full.cutout or 8
+                ),
+            ),
+        ]
+        sections["preprocessing"] = {
+            "budget": _budget(study.preprocessing.epochs, study.preprocessing.train_subset),
+            "steps": [
+                {"name": name, "preprocess": to_dict(pre), "runs": add(study.model, train, pre)} for name, pre in steps
+            ],
+        }
+    return Plan(runs, sections)
+
+
+def _stored(store: RunStore, key: str) -> dict[str, Any] | None:
+    """Return the stored record, or None if the run must be trained (again)."""
+    stored = store.get(key)
+    if stored is not None and stored["status"] == "completed" and not store.weights_path(key).exists():
+        return None  # the analyses need the weights
+    return stored
+
+
+def execute_runs(
+    plan: Plan, data: DatasetSplits, store: RunStore, *, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Train every planned run the store lacks; return all run records by key."""
+    records: dict[str, dict[str, Any]] = {}
+    todo = [key for key in plan.runs if _stored(store, key) is None]
+    log.info("%d runs planned, %d stored already, %d to train", len(plan.runs), len(plan.runs) - len(todo), len(todo))
+    done = 0
+    for key, config in plan.runs.items():
+        stored = _stored(store, key)
+        if stored is None:
+            done += 1
+            label = f"run {done}/{len(todo)} {key[:8]}"
+            record = train_run(
+                config,
+                data,
+                checkpoint=store.checkpoint_path(key),
+                weights_out=store.weights_path(key),
+                progress=progress,
+                label=label,
+            )
+            record["key"] = key
+            store.put(key, record)
+            store.checkpoint_path(key).unlink(missing_ok=True)
+            stored = record
+        records[key] = stored
+    return records
+
+
+def _load_model(config: RunConfig, data: DatasetSplits, store: RunStore, key: str) -> torch.nn.Module:
+    model = build_model(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
+    state = torch.load(store.weights_path(key), weights_only=True)
+    model.load_state_dict(state)
+    return model.to(config.device).to(memory_format=torch.channels_last).eval()
+
+
+def _examples(indices: torch.Tensor, data: DatasetSplits, pred: torch.Tensor, conf: torch.Tensor) -> list[dict[str, Any]]:
+    return [
+        {
+            "index": int(i),
+            "true": int(data.test_labels[i]),
+            "pred": int(pred[i]),
+            "confidence": round(float(conf[i]), 5),
+        }
+        for i in indices
+    ]
+
+
+def analyse_predictions(
+    study: StudyConfig, config: RunConfig, key: str, data: DatasetSplits, store: RunStore
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Pick correct, wrong and confidently wrong test images of the analysed model."""
+    model = _load_model(config, data, store, key)
+    prepared = PreparedData(data, config)
+    precision = resolve_precision(config.train, config.device)
+    _, _, pred, conf = evaluate(model, prepared.test_x, prepared.test_y, config.device, precision)
+    right = pred == data.test_labels
+    generator = torch.Generator().manual_seed(config.seed)
+    n = study.analysis.grid_images
+    correct_idx = torch.nonzero(right).flatten()
+    wrong_idx = torch.nonzero(~right).flatten()
+    correct_pick = correct_idx[torch.randperm(len(correct_idx), generator=generator)[:n]].sort().values
+    wrong_pick = wrong_idx[torch.randperm(len(wrong_idx), generator=generator)[:n]].sort().values
+    confident = wrong_idx[conf[wrong_idx].argsort(descending=True)[:n]]
+    per_class = [
+        float(right[data.test_labels == c].float().mean()) if (data.test_labels == c).any() else None
+        for c in range(len(data.classes))
+    ]
+    section = {
+        "run": key,
+        "correct": _examples(correct_pick, data, pred, conf),
+        "wrong": _examples(wrong_pick, data, pred, conf),
+        "most_confident_wrong": _examples(confident, data, pred, conf),
+        "per_class_accuracy": per_class,
+        "n_wrong": int((~right).sum()),
+        "n_test": len(data.test_labels),
+    }
+    arrays = {
+        "correct_images": data.test_images[correct_pick].numpy(),
+        "wrong_images": data.test_images[wrong_pick].numpy(),
+        "confident_wrong_images": data.test_images[confident].numpy(),
+    }
+    return section, arrays
+
+
+@torch.no_grad()
+def analyse_feature_maps(
+    study: StudyConfig, config: RunConfig, key: str, data: DatasetSplits, store: RunStore
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Measure each conv block's maps over the test split and keep a few to draw."""
+    model = _load_model(config, data, store, key)
+    prepared = PreparedData(data, config)
+    blocks = config.model.blocks
+    active = [0.0] * len(blocks)
+    mean = [0.0] * len(blocks)
+    count = [0] * len(blocks)
+    for i in range(0, len(prepared.test_x), 500):
+        x = prepared.test_x[i : i + 500].to(config.device).contiguous(memory_format=torch.channels_last)
+        for b, fmap in enumerate(model.feature_maps(x)):  # type: ignore[operator]
+            fmap = fmap.float()
+            active[b] += (fmap > 0).float().sum().item()
+            mean[b] += fmap.sum().item()
+            count[b] += fmap.numel()
+    table = layer_table(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
+    conv_rows = [row for row in table if row.name.endswith(".conv")]
+    layers = []
+    previous = None
+    for b, row in enumerate(conv_rows):
+        fraction = active[b] / count[b]
+        layers.append(
+            {
+                "name": row.name,
+                "channels": row.output_shape[0],
+                "spatial": list(row.output_shape[1:]),
+                "active_fraction": fraction,
+                "mean_activation": mean[b] / count[b],
+                "receptive_field": row.receptive_field,
+                "sparsity_change": None if previous is None else fraction - previous,
+            }
+        )
+        previous = fraction
+
+    # One correctly classified image from each of the first few classes.
+    _, _, pred, _ = evaluate(model, prepared.test_x, prepared.test_y, config.device, resolve_precision(config.train, config.device))
+    samples: list[int] = []
+    for c in range(len(data.classes)):
+        hits = torch.nonzero((data.test_labels == c) & (pred == c)).flatten()
+        if len(hits):
+            samples.append(int(hits[0]))
+        if len(samples) == study.analysis.feature_images:
+            break
+    x = prepared.test_x[samples].to(config.device).contiguous(memory_format=torch.channels_last)
+    arrays = {"feature_input": prepared.test_x[samples].numpy().astype(np.float32)}
+    for b, fmap in enumerate(model.feature_maps(x)):  # type: ignore[operator]
+        arrays[f"feature_{b}"] = fmap[:, : study.analysis.feature_channels].float().cpu().contiguous().numpy()
+    return {"run": key, "sample_indices": samples, "layers": layers}, arrays
+
+
+def preprocessing_stages(config: RunConfig, data: DatasetSplits, n: int = 8) -> dict[str, np.ndarray]:
+    """Return sample images raw, standardized, and augmented, for the preprocessing figure."""
+    prepared = PreparedData(data, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    from cnnlab.preprocess import augment
+
+    standardized = prepared.train_x[:n]
+    augmented = augment(standardized, config.preprocess, generator, background=prepared.background)
+    return {
+        "stage_raw": data.train_images[:n].numpy(),
+        "stage_standardized": standardized.numpy(),
+        "stage_augmented": augmented.numpy(),
+    }
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".cnnlab-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {out}: {exc.strerror}; choose another --out") from exc
+
+
+def run_study(
+    study: StudyConfig,
+    *,
+    out: Path,
+    data_dir: str | Path | None = None,
+    quick: bool = False,
+    progress: bool = True,
+    write_report: bool = True,
+) -> Path:
+    """Validate, load data, train what is missing, analyse and write results and report.
+
+    Returns the path of results.json. Nothing is written when validation or data
+    loading fails.
+    """
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.perf_counter()
+    device = resolve_device(study.device)
+    plan = plan_study(study, device)
+    data = load_dataset(study.dataset, data_dir)
+    check_writable(out)
+    store = RunStore(out / "runs")
+    records = execute_runs(plan, data, store, progress=progress)
+
+    sections = dict(plan.sections)
+    baseline_key = sections["baseline"]["runs"][0]
+    artifacts: dict[str, np.ndarray] = {}
+    baseline_config = plan.runs[baseline_key]
+    if records[baseline_key]["status"] == "completed":
+        sections["predictions"], arrays = analyse_predictions(study, baseline_config, baseline_key, data, store)
+        artifacts.update(arrays)
+        sections["feature_maps"], arrays = analyse_feature_maps(study, baseline_config, baseline_key, data, store)
+        artifacts.update(arrays)
+    else:
+        log.warning("the baseline run diverged, so the prediction and feature-map sections are skipped")
+    if "preprocessing" in sections:
+        artifacts.update(preprocessing_stages(baseline_config, data))
+
+    precision = resolve_precision(study.train, device)
+    results = {
+        "schema": RESULTS_SCHEMA,
+        "cnnlab_version": cnnlab.__version__,
+        "study": {
+            "dataset": study.dataset,
+            "quick": quick,
+            "seeds": study.seeds,
+            "seed": study.seed,
+            "device": device,
+            "config": to_dict(study),
+            "started": started.isoformat(timespec="seconds"),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "wall_time_s": time.perf_counter() - t0,
+        },
+        "environment": environment(device, precision),
+        "dataset": {
+            "name": data.name,
+            "classes": list(data.classes),
+            "image_shape": list(data.train_images.shape[1:]),
+            "split": {"train": len(data.train_labels), "validation": len(data.val_labels), "test": len(data.test_labels)},
+            "split_rule": data.split_rule,
+            "source": data.source,
+        },
+        "runs": records,
+        "sections": sections,
+    }
+    npz = _npz_bytes(artifacts)
+    atomic_write_bytes(out / "artifacts.npz", npz)
+    results_path = out / "results.json"
+    atomic_write_json(results_path, results)
+    if write_report:
+        from cnnlab.report import write_report as build_report
+
+        build_report(out, results, artifacts)
+    return results_path
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def single_run(
+    study: StudyConfig, *, out: Path, data_dir: str | Path | None = None, progress: bool = True
+) -> dict[str, Any]:
+    """Train the study's baseline alone (``cnnlab train``) and store it in ``out/runs``."""
+    device = resolve_device(study.device)
+    plan = plan_study(
+        dataclasses.replace(
+            study,
+            stride_kernel=dataclasses.replace(study.stride_kernel, enabled=False),
+            l2=dataclasses.replace(study.l2, enabled=False),
+            preprocessing=dataclasses.replace(study.preprocessing, enabled=False),
+        ),
+        device,
+    )
+    data = load_dataset(study.dataset, data_dir)
+    check_writable(out)
+    store = RunStore(out / "runs")
+    records = execute_runs(plan, data, store, progress=progress)
+    return records[plan.sections["baseline"]["runs"][0]]
+
+
+__all__ = ["INPUT_SHAPES", "ConvBlock", "Plan", "plan_study", "run_study", "single_run"]

@@ -1,0 +1,440 @@
+"""One training run: a function of its RunConfig and the data alone.
+
+The run checkpoints after every epoch, so an interrupted run resumes from its
+last finished epoch with the same optimizer, schedule and random state, and
+ends with the same numbers as an uninterrupted run on the same CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import cnnlab
+from cnnlab.config import RunConfig, TrainConfig, to_dict
+from cnnlab.data import DatasetSplits
+from cnnlab.models import CNN, build_model, layer_table, penalized_weights
+from cnnlab.preprocess import Scaler, augment, fit_scaler
+from cnnlab.store import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 1000
+TRAIN_EVAL_IMAGES = 10_000  # train_clean_accuracy is measured on this many training images
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
+HIST_BINS = 50
+# A cross-entropy this many times that of uniform guessing (ln of the class count)
+# means the weights have blown up even if the float is still finite.
+DIVERGENCE_FACTOR = 100.0
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from cnnlab.errors import ConfigError
+
+        raise ConfigError("invalid --device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Return True where oneDNN runs bf16 convolutions natively (AVX-512 BF16 or AMX)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if "AVX512" not in capability:
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            flags = handle.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(train: TrainConfig, device: str) -> str:
+    if train.precision != "auto":
+        return train.precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
+    if precision == "bf16":
+        return torch.autocast(device, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def environment(device: str, precision: str) -> dict[str, Any]:
+    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    return {
+        "cnnlab": cnnlab.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": device,
+        "device_name": name,
+        "precision": precision,
+        "channels_last": True,
+    }
+
+
+class PreparedData:
+    """Scaled float tensors of all three splits, kept in memory for the whole run."""
+
+    def __init__(self, data: DatasetSplits, config: RunConfig) -> None:
+        subset = config.train.train_subset
+        train_images = data.train_images[:subset] if subset else data.train_images
+        self.scaler: Scaler = fit_scaler(train_images, config.preprocess)
+        self.train_x = self.scaler(train_images)
+        self.train_y = data.train_labels[: len(train_images)]
+        self.val_x = self.scaler(data.val_images)
+        self.val_y = data.val_labels
+        self.test_x = self.scaler(data.test_images)
+        self.test_y = data.test_labels
+        # The value a black pixel maps to, used to fill the border of shifted images.
+        self.background = float(self.scaler(torch.zeros(1, *data.train_images.shape[1:], dtype=torch.uint8)).mean())
+
+
+def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[Any, Any]:
+    params = model.parameters()
+    optimizer: torch.optim.Optimizer
+    if train.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, nesterov=train.momentum > 0)
+    elif train.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=train.lr, betas=(train.momentum, 0.999))
+    else:
+        # weight_decay=0: regularisation is the explicit L2 term in the loss, not decoupled decay.
+        optimizer = torch.optim.AdamW(params, lr=train.lr, betas=(train.momentum, 0.999), weight_decay=0.0)
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    if train.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=train.lr,
+            total_steps=steps,
+            pct_start=max(train.warmup_fraction, 1.0 / steps),
+            anneal_strategy="linear",
+            cycle_momentum=False,
+        )
+    elif train.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, precision: str
+) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Return mean cross-entropy, accuracy, predictions and confidences over (x, y)."""
+    model.eval()
+    total_loss = 0.0
+    preds, confs = [], []
+    for i in range(0, len(x), EVAL_BATCH):
+        xb = x[i : i + EVAL_BATCH].to(device).contiguous(memory_format=torch.channels_last)
+        yb = y[i : i + EVAL_BATCH].to(device)
+        with autocast(device, precision):
+            logits = model(xb)
+        logits = logits.float()
+        total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        prob = logits.softmax(dim=1)
+        conf, pred = prob.max(dim=1)
+        preds.append(pred.cpu())
+        confs.append(conf.cpu())
+    pred_all = torch.cat(preds)
+    accuracy = (pred_all == y).float().mean().item()
+    return total_loss / len(x), accuracy, pred_all, torch.cat(confs)
+
+
+def weight_summary(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Return quantiles, mean and std of every parameter tensor (one epoch's snapshot)."""
+    summary = {}
+    for name, param in model.named_parameters():
+        values = param.detach().float().cpu().flatten()
+        values = values[torch.isfinite(values)] if not torch.isfinite(values).all() else values
+        if values.numel() == 0:
+            values = torch.full((1,), float("nan"))
+        q = torch.quantile(values, torch.tensor(QUANTILES)) if values.numel() > 1 else values.repeat(len(QUANTILES))
+        summary[name] = {
+            "quantiles": [round(float(v), 6) for v in q],
+            "mean": float(values.mean()),
+            "std": float(values.std()) if values.numel() > 1 else 0.0,
+        }
+    return summary
+
+
+def weight_histograms(model: nn.Module) -> dict[str, tuple[list[float], list[int]]]:
+    hists = {}
+    for name, param in model.named_parameters():
+        values = param.detach().float().cpu().numpy().ravel()
+        values = values[np.isfinite(values)]
+        counts, edges = np.histogram(values, bins=HIST_BINS)
+        hists[name] = ([float(e) for e in edges], [int(c) for c in counts])
+    return hists
+
+
+def l2_norm_sq(weights: list[torch.Tensor]) -> torch.Tensor:
+    """Return Σ‖w‖² over ``weights`` in fp32, differentiable."""
+    return torch.stack([w.float().pow(2).sum() for w in weights]).sum()
+
+
+def train_run(
+    config: RunConfig,
+    data: DatasetSplits,
+    *,
+    checkpoint: Path | None = None,
+    weights_out: Path | None = None,
+    progress: bool = True,
+    label: str = "",
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train one model and return its run record (see docs/results.md).
+
+    With ``stop_after`` the run pauses after that many epochs, leaving its
+    checkpoint, and returns a record with status ``stopped``; calling again
+    with the same checkpoint continues it.
+    """
+    device = config.device
+    precision = resolve_precision(config.train, device)
+    train = config.train
+    input_shape = tuple(data.train_images.shape[1:])
+    num_classes = len(data.classes)
+
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    prepared = PreparedData(data, config)
+    model: CNN = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
+    model = model.to(device).to(memory_format=torch.channels_last)
+    n_train = len(prepared.train_x)
+    steps_per_epoch = math.ceil(n_train / train.batch_size)
+    optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
+    weights = penalized_weights(model)
+    divergence_limit = DIVERGENCE_FACTOR * math.log(num_classes)
+
+    history: list[dict[str, Any]] = []
+    snapshots: list[dict[str, dict[str, Any]]] = [weight_summary(model)]
+    status, diverged_epoch = "completed", None
+    start_epoch = 0
+    test_pred: torch.Tensor | None = None
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            state = torch.load(checkpoint, weights_only=True)
+        except Exception as exc:  # a damaged checkpoint only costs the retraining
+            log.warning("ignoring unreadable checkpoint %s (%s); training from the start", checkpoint, exc)
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            history = state["history"]
+            snapshots = state["snapshots"]
+            start_epoch = len(history)
+            log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
+
+    bar = tqdm(
+        total=train.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=label or "train",
+        unit="step",
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    for epoch in range(start_epoch, train.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        order = torch.randperm(n_train, generator=generator)
+        sum_ce = sum_pen = 0.0
+        correct = 0
+        finite = True
+        for i in range(0, n_train, train.batch_size):
+            idx = order[i : i + train.batch_size]
+            xb = augment(prepared.train_x[idx], config.preprocess, generator, background=prepared.background)
+            xb = xb.to(device).contiguous(memory_format=torch.channels_last)
+            yb = prepared.train_y[idx].to(device)
+            with autocast(device, precision):
+                logits = model(xb)
+            ce = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
+            loss = ce
+            penalty = torch.zeros(())
+            if train.l2 > 0:
+                penalty = train.l2 * l2_norm_sq(weights)
+                loss = ce + penalty
+            if not torch.isfinite(loss) or ce.item() > divergence_limit:
+                finite = False
+                break
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            sum_ce += ce.item() * len(idx)
+            sum_pen += penalty.item() * len(idx)
+            correct += (logits.argmax(dim=1) == yb).sum().item()
+            bar.update(1)
+        epoch_time = time.perf_counter() - t0
+        if not finite:
+            status, diverged_epoch = "diverged", epoch + 1
+            log.warning(
+                "%s diverged in epoch %d: the loss became NaN, infinite or over %.0f; lower the learning rate",
+                label,
+                epoch + 1,
+                divergence_limit,
+            )
+            break
+
+        t1 = time.perf_counter()
+        val_loss, val_acc, _, _ = evaluate(model, prepared.val_x, prepared.val_y, device, precision)
+        test_loss, test_acc, test_pred, _ = evaluate(model, prepared.test_x, prepared.test_y, device, precision)
+        eval_time = time.perf_counter() - t1
+        row = {
+            "epoch": epoch + 1,
+            "lr": scheduler.get_last_lr()[0],
+            "train_loss": (sum_ce + sum_pen) / n_train,
+            "train_ce": sum_ce / n_train,
+            "l2_penalty": sum_pen / n_train,
+            "train_accuracy": correct / n_train,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "test_loss": test_loss,
+            "test_accuracy": test_acc,
+            "epoch_time_s": epoch_time,
+            "eval_time_s": eval_time,
+            "weight_norm_sq": float(l2_norm_sq(weights).detach()),
+        }
+        history.append(row)
+        snapshots.append(weight_summary(model))
+        if not math.isfinite(val_loss):
+            status, diverged_epoch = "diverged", epoch + 1
+            log.warning("%s diverged in epoch %d: the validation loss is not finite", label, epoch + 1)
+            break
+        log.info(
+            "%s epoch %2d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  %.1fs",
+            label,
+            epoch + 1,
+            train.epochs,
+            row["train_loss"],
+            100 * row["train_accuracy"],
+            100 * val_acc,
+            100 * test_acc,
+            epoch_time,
+        )
+        if checkpoint is not None and epoch + 1 < train.epochs:
+            atomic_torch_save(
+                checkpoint,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": generator.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "snapshots": snapshots,
+                },
+            )
+        if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < train.epochs:
+            status = "stopped"
+            break
+    bar.close()
+
+    return _run_record(
+        config, data, model, prepared, history, snapshots, status, diverged_epoch, precision, weights_out, test_pred
+    )
+
+
+def _run_record(
+    config: RunConfig,
+    data: DatasetSplits,
+    model: CNN,
+    prepared: PreparedData,
+    history: list[dict[str, Any]],
+    snapshots: list[dict[str, dict[str, Any]]],
+    status: str,
+    diverged_epoch: int | None,
+    precision: str,
+    weights_out: Path | None,
+    test_pred: torch.Tensor | None,
+) -> dict[str, Any]:
+    device = config.device
+    input_shape = tuple(data.train_images.shape[1:])
+    num_classes = len(data.classes)
+    table = layer_table(config.model, input_shape, num_classes)  # type: ignore[arg-type]
+    final: dict[str, Any] = {
+        "params": sum(p.numel() for p in model.parameters()),
+        "flops": sum(row.flops for row in table),
+        "train_time_s": sum(row["epoch_time_s"] for row in history),
+    }
+    confusion: list[list[int]] = []
+    if status in ("completed", "stopped"):
+        last = history[-1]
+        for key in ("train_accuracy", "val_accuracy", "test_accuracy", "val_loss", "test_loss", "weight_norm_sq"):
+            final[key] = last[key]
+        n = min(TRAIN_EVAL_IMAGES, len(prepared.train_x))
+        _, final["train_clean_accuracy"], _, _ = evaluate(
+            model, prepared.train_x[:n], prepared.train_y[:n], device, precision
+        )
+        pred = test_pred
+        if pred is None:
+            _, _, pred, _ = evaluate(model, prepared.test_x, prepared.test_y, device, precision)
+        matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+        matrix.index_put_((prepared.test_y, pred), torch.ones_like(pred), accumulate=True)
+        confusion = matrix.tolist()
+        final["images_per_s"] = len(prepared.train_x) * len(history) / max(final["train_time_s"], 1e-9)
+        if weights_out is not None and status == "completed":
+            atomic_torch_save(weights_out, model.state_dict())
+    names = list(snapshots[0])
+    hists = weight_histograms(model)
+    layers = {
+        name: {
+            "kind": "bias" if name.endswith("bias") else "weight",
+            "quantiles": [snap[name]["quantiles"] for snap in snapshots],
+            "mean": [snap[name]["mean"] for snap in snapshots],
+            "std": [snap[name]["std"] for snap in snapshots],
+            "hist_edges": hists[name][0],
+            "hist_counts": hists[name][1],
+        }
+        for name in names
+    }
+    return finite_or_none(
+        {
+        "config": to_dict(config),
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "history": history,
+        "final": final,
+        "architecture": [row.to_dict() for row in table],
+        "weights": {"epochs": list(range(len(snapshots))), "layers": layers},
+        "confusion": confusion,
+        "environment": environment(device, precision),
+        }
+    )
+
+
+def finite_or_none(obj: Any) -> Any:
+    """Replace NaN and infinite floats by None, which JSON can store, in nested data."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [finite_or_none(value) for value in obj]
+    return obj

@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnlab.config import Preprocess
+from cnnlab.data import DatasetSplits
+from cnnlab.models import build_model, penalized_weights
+from cnnlab.preprocess import augment, fit_scaler
+from cnnlab.store import RunStore, run_key
+from cnnlab.config import to_dict
+from cnnlab.train import train_run
+
+from conftest import make_splits, tiny_run
+
+
+def test_run_learns_tiny_data(tiny_data: DatasetSplits) -> None:
+    record = train_run(tiny_run(epochs=4), tiny_data, progress=False)
+    assert record["status"] == "completed"
+    assert len(record["history"]) == 4
+    assert record["final"]["test_accuracy"] > 0.5
+    json.dumps(record, allow_nan=False)
+
+
+def test_same_seed_same_metrics(tiny_data: DatasetSplits) -> None:
+    first = train_run(tiny_run(), tiny_data, progress=False)
+    second = train_run(tiny_run(), tiny_data, progress=False)
+    drop = ("epoch_time_s", "eval_time_s")
+    strip = lambda h: [{k: v for k, v in row.items() if k not in drop} for row in h]  # noqa: E731
+    assert strip(first["history"]) == strip(second["history"])
+    assert first["confusion"] == second["confusion"]
+
+
+def test_l2_penalty_is_logged_and_shrinks_weights(tiny_data: DatasetSplits) -> None:
+    plain = train_run(tiny_run(), tiny_data, progress=False)
+    penalised = train_run(tiny_run(l2=0.05), tiny_data, progress=False)
+    assert all(row["l2_penalty"] == 0 for row in plain["history"])
+    assert all(row["l2_penalty"] > 0 for row in penalised["history"])
+    row = penalised["history"][-1]
+    assert row["train_loss"] == pytest.approx(row["train_ce"] + row["l2_penalty"])
+    assert penalised["final"]["weight_norm_sq"] < plain["final"]["weight_norm_sq"]
+
+
+def test_penalty_covers_weights_not_biases() -> None:
+    model = build_model(tiny_run().model, (1, 28, 28), 10)
+    names = {id(p): n for n, p in model.named_parameters()}
+    covered = [names[id(w)] for w in penalized_weights(model)]
+    assert covered == ["features.0.conv.weight", "features.1.conv.weight", "head.1.weight"]
+
+
+def test_divergence_is_recorded(tiny_data: DatasetSplits) -> None:
+    record = train_run(tiny_run(lr=10.0, schedule="constant"), tiny_data, progress=False)
+    assert record["status"] == "diverged"
+    assert record["diverged_epoch"] == 1
+    json.dumps(record, allow_nan=False)
+
+
+def test_resume_matches_uninterrupted(tiny_data: DatasetSplits, tmp_path: Path) -> None:
+    """A run stopped after epoch 2 and resumed ends exactly like one that never stopped."""
+    full = train_run(tiny_run(epochs=3), tiny_data, progress=False)
+    checkpoint = tmp_path / "ckpt.pt"
+    two = train_run(
+        tiny_run(epochs=3), tiny_data, progress=False, checkpoint=checkpoint, stop_after=2
+    )
+    assert len(two["history"]) == 2
+    assert checkpoint.exists()
+    resumed = train_run(tiny_run(epochs=3), tiny_data, progress=False, checkpoint=checkpoint)
+    assert resumed["final"]["test_accuracy"] == full["final"]["test_accuracy"]
+    assert resumed["history"][-1]["train_loss"] == full["history"][-1]["train_loss"]
+    assert resumed["confusion"] == full["confusion"]
+
+
+def test_scaler_uses_training_statistics() -> None:
+    data = make_splits()
+    scaler = fit_scaler(data.train_images, Preprocess(standardize=True))
+    x = scaler(data.train_images)
+    assert abs(float(x.mean())) < 1e-4
+    assert float(x.std()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_whitening_decorrelates_pixels() -> None:
+    data = make_splits(n_train=600, size=8)
+    scaler = fit_scaler(
+        data.train_images, Preprocess(standardize=True, whiten=True), zca_epsilon=1e-4
+    )
+    x = scaler(data.train_images).reshape(600, -1).double()
+    cov = torch.cov(x.T)
+    off = cov - torch.diag(torch.diag(cov))
+    assert float(off.abs().max()) < 0.05
+
+
+@pytest.mark.parametrize(
+    "pre",
+    [
+        Preprocess(translate=2),
+        Preprocess(crop_padding=4),
+        Preprocess(flip=True),
+        Preprocess(cutout=8),
+        Preprocess(crop_padding=4, flip=True, cutout=8),
+    ],
+)
+def test_augment_keeps_shape_and_range(pre: Preprocess) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 32, 32) * 2 - 1
+    y = augment(x, pre, generator)
+    assert y.shape == x.shape
+    assert y.dtype == x.dtype
+    assert float(y.min()) >= -1.0
+    assert float(y.max()) <= 1.0
+
+
+def test_cutout_zeroes_a_square() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.ones(32, 1, 32, 32)
+    y = augment(x, Preprocess(cutout=8), generator)
+    zeros = (y == 0).flatten(1).sum(dim=1)
+    assert int(zeros.max()) == 64
+    assert int(zeros.min()) > 0
+
+
+def test_flip_mirrors_some_images() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.arange(32.0).repeat(64, 1, 32, 1)  # each row counts 0..31
+    y = augment(x, Preprocess(flip=True), generator)
+    flipped = (y[:, 0, 0, 0] == 31).sum()
+    kept = (y[:, 0, 0, 0] == 0).sum()
+    assert int(flipped) + int(kept) == 64
+    assert 10 < int(flipped) < 54
+
+
+def test_translate_fills_with_background() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.ones(16, 1, 28, 28)
+    y = augment(x, Preprocess(translate=2), generator, background=-0.5)
+    assert set(torch.unique(y).tolist()) <= {1.0, -0.5}
+
+
+def test_run_key_depends_on_config() -> None:
+    first = run_key(to_dict(tiny_run()))
+    assert first == run_key(to_dict(tiny_run()))
+    assert first != run_key(to_dict(tiny_run(l2=1e-3)))
+
+
+def test_store_ignores_corrupt_result(tmp_path: Path) -> None:
+    store = RunStore(tmp_path)
+    store.result_path("abc").write_text("{not json")
+    assert store.get("abc") is None
+    store.put("abc", {"key": "abc", "x": math.pi})
+    assert store.get("abc") == {"key": "abc", "x": math.pi}
