@@ -55,6 +55,17 @@ def tiny_run(**train_overrides: object) -> RunConfig:
     return RunConfig("mnist", TINY_MODEL, train, Preprocess(translate=2), seed=0, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep every test off the network and out of the user's data cache."""
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("network access is disabled in the tests")
+
+    monkeypatch.setattr("pooch.retrieve", offline)
+    monkeypatch.setenv("CNNLAB_DATA", str(tmp_path_factory.mktemp("cnnlab-cache")))
+
+
 @pytest.fixture(scope="session")
 def tiny_data() -> DatasetSplits:
     return make_splits()

@@ -64,7 +64,7 @@ def test_wrong_type_is_rejected() -> None:
         (ConvBlock(8, stride=0), r"stride 0: must be a finite number between 1 and 63"),
         (
             ConvBlock(8, kernel_size=31, padding=0),
-            r"kernel_size 31: larger than its padded input 28x28",
+            r"kernel_size 31: larger than its input 28x28",
         ),
         (ConvBlock(8, channels=0) if False else ConvBlock(0), r"channels 0"),
         (ConvBlock(8, activation="relux"), r"did you mean 'relu'"),
@@ -76,7 +76,7 @@ def test_invalid_block(block: ConvBlock, message: str) -> None:
 
 
 def test_collapse_to_zero_size_is_rejected() -> None:
-    spec = ModelSpec(blocks=(ConvBlock(8, stride=4, pool=4), ConvBlock(8, pool=2)))
+    spec = ModelSpec(blocks=(ConvBlock(8, stride=4, pool=4), ConvBlock(8, kernel_size=1, pool=2)))
     with pytest.raises(ConfigError, match=r"zero size"):
         validate_model(spec, (1, 28, 28))
 

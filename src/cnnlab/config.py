@@ -86,11 +86,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Stride x kernel-size grid, applied to every conv block of the baseline model."""
+    """Stride x kernel-size grid, applied to every conv block of the baseline model.
+
+    With ``replace_pooling`` a block whose stride is above 1 drops its max
+    pooling, since the strided convolution already downsamples; without it a
+    deep pooled model shrinks to zero size at stride 2.
+    """
 
     enabled: bool = True
     strides: tuple[int, ...] = (1, 2)
     kernel_sizes: tuple[int, ...] = (3, 5, 7)
+    replace_pooling: bool = True
     epochs: int = 2
     train_subset: int | None = None
 
@@ -270,10 +276,10 @@ def validate_model(spec: ModelSpec, input_shape: tuple[int, int, int], where: st
         check_range(f"{name}.pool", block.pool, low=1, high=16, hint="; use 1 for no pooling")
         check_range(f"{name}.dropout", block.dropout, low=0.0, high=0.95)
         check_choice(f"{name}.activation", block.activation, ACTIVATIONS)
-        if block.kernel_size > min(height, width) + 2 * block.pad:
+        if block.kernel_size > min(height, width):
             raise ConfigError(
-                f"invalid {name}.kernel_size {block.kernel_size}: larger than its padded input "
-                f"{height}x{width} (padding {block.pad}); use a smaller kernel or fewer strided blocks"
+                f"invalid {name}.kernel_size {block.kernel_size}: larger than its input "
+                f"{height}x{width}; use a smaller kernel, smaller strides or less pooling before it"
             )
         height = conv_output_size(height, block.kernel_size, block.stride, block.pad)
         width = conv_output_size(width, block.kernel_size, block.stride, block.pad)

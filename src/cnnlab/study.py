@@ -80,14 +80,17 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
         train = dataclasses.replace(study.train, epochs=sweep.epochs, train_subset=sweep.train_subset)
         for stride in sweep.strides:
             for kernel in sweep.kernel_sizes:
+                drop_pool = stride > 1 and sweep.replace_pooling
                 blocks = tuple(
-                    dataclasses.replace(b, stride=stride, kernel_size=kernel, padding=None)
+                    dataclasses.replace(
+                        b, stride=stride, kernel_size=kernel, padding=None, pool=1 if drop_pool else b.pool
+                    )
                     for b in study.model.blocks
                 )
                 model = dataclasses.replace(study.model, blocks=blocks)
                 cell: dict[str, Any] = {"stride": stride, "kernel_size": kernel}
                 try:
-                    validate_model(model, input_shape, where=f"stride {stride}, kernel {kernel}")
+                    validate_model(model, input_shape)
                 except ConfigError as exc:
                     cell.update(valid=False, reason=str(exc), runs=[], feature_map_sizes=[])
                 else:
@@ -105,6 +108,7 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
         sections["stride_kernel"] = {
             "strides": list(sweep.strides),
             "kernel_sizes": list(sweep.kernel_sizes),
+            "replace_pooling": sweep.replace_pooling,
             "budget": _budget(sweep.epochs, sweep.train_subset),
             "cells": cells,
         }
