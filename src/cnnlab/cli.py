@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError, ConfigError
 
@@ -128,11 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        stream=sys.stderr,
-    )
+    level = logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("pooch").setLevel(level)
 
 
 def _load_study(args: argparse.Namespace) -> Any:
@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     commands = {"study": _cmd_study, "train": _cmd_train, "report": _cmd_report}
     try:
-        return commands[args.command](args)
+        # Log lines go through tqdm so that they do not break a progress bar in half.
+        with logging_redirect_tqdm():
+            return commands[args.command](args)
     except CnnlabError as exc:
         if args.debug:
             raise
