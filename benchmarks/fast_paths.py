@@ -23,7 +23,9 @@ from cnnlab.models import build_model
 from cnnlab.train import PreparedData, autocast, train_run
 
 
-def images_per_second(config: RunConfig, data, steps: int, *, bf16: bool, channels_last: bool) -> float:
+def images_per_second(
+    config: RunConfig, data, steps: int, *, bf16: bool, channels_last: bool
+) -> float:
     torch.manual_seed(0)
     prepared = PreparedData(data, config)
     model = build_model(config.model, tuple(data.train_images.shape[1:]), len(data.classes))
@@ -51,19 +53,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--dataset", default="mnist")
-    parser.add_argument("--steps", type=int, default=60, help="timed training steps per combination")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the fp32 vs bf16 accuracy check")
+    parser.add_argument(
+        "--steps", type=int, default=60, help="timed training steps per combination"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=2, help="epochs of the fp32 vs bf16 accuracy check"
+    )
     args = parser.parse_args()
 
     study = default_study(args.dataset)
     data = load_dataset(args.dataset, args.data_dir)
     config = RunConfig(args.dataset, study.model, study.train, study.preprocess, 0, "cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    )
     print(f"{'precision':<10}{'memory format':<16}{'images/s':>10}")
     for bf16 in (False, True):
         for channels_last in (False, True):
-            rate = images_per_second(config, data, args.steps, bf16=bf16, channels_last=channels_last)
+            rate = images_per_second(
+                config, data, args.steps, bf16=bf16, channels_last=channels_last
+            )
             fmt = "channels_last" if channels_last else "contiguous"
             print(f"{'bf16' if bf16 else 'fp32':<10}{fmt:<16}{rate:>10.0f}", flush=True)
 

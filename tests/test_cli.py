@@ -23,7 +23,10 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["study", "mnsit"], "invalid dataset 'mnsit': choose one of mnist, cifar10 (did you mean 'mnist'?)"),
+        (
+            ["study", "mnsit"],
+            "invalid dataset 'mnsit': choose one of mnist, cifar10 (did you mean 'mnist'?)",
+        ),
         (["study", "mnist", "--seeds", "0"], "invalid value 0: must be at least 1"),
         (["study", "mnist", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["train", "mnist", "--l2", "nan"], "invalid value 'nan': must be a finite number"),
@@ -49,7 +52,10 @@ def test_invalid_option_exits_2(
         ("[train]\nepoch = 3\n", "unknown config key 'train.epoch'; did you mean 'epochs'?"),
         ("[stride_kernel]\nstrides = [0, 1]\n", "invalid stride_kernel.strides[0] 0"),
         ("[l2]\nalphas = [0.0, -1e-3]\n", "invalid l2.alphas[1] -0.001"),
-        ("[[model.blocks]]\nchannels = 8\nkernel_size = 40\n", "invalid model.blocks[0].kernel_size 40"),
+        (
+            "[[model.blocks]]\nchannels = 8\nkernel_size = 40\n",
+            "invalid model.blocks[0].kernel_size 40",
+        ),
         ("[[model.blocks]]\nchannels = 8\nstride = 0\n", "invalid model.blocks[0].stride 0"),
         (
             "[[model.blocks]]\nchannels = 8\nstride = 4\npool = 4\n[[model.blocks]]\nchannels = 8\nkernel_size = 1\npool = 2\n",
@@ -71,10 +77,13 @@ def test_invalid_config_exits_2(
     assert not out.exists()
 
 
-def test_missing_data_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
+
     # No network in tests: a download attempt must fail as if offline.
     def offline(*args: object, **kwargs: object) -> None:
         raise OSError("network disabled in tests")
@@ -96,7 +105,10 @@ def test_report_on_missing_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_help_names_units_and_defaults() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "cnnlab", "study", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "cnnlab", "study", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert "--seeds" in result.stdout
     assert "default: 1" in result.stdout

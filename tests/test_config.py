@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cnnlab.config import (
-    ModelSpec,
     ConvBlock,
+    ModelSpec,
     default_study,
     read_config_file,
     study_from_dict,

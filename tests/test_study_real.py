@@ -18,7 +18,18 @@ pytestmark = [pytest.mark.realdata, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("study") / "mnist-quick"
-    code = main(["study", "mnist", "--quick", "--quiet", "--data-dir", str(real_data_dir()), "--out", str(out)])
+    code = main(
+        [
+            "study",
+            "mnist",
+            "--quick",
+            "--quiet",
+            "--data-dir",
+            str(real_data_dir()),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     return out
 
@@ -38,9 +49,13 @@ def test_quick_study_sections(quick_study: Path) -> None:
     for name in ("baseline", "stride_kernel", "l2", "predictions", "feature_maps"):
         assert name in sections, name
     cells = sections["stride_kernel"]["cells"]
-    assert {(c["stride"], c["kernel_size"]) for c in cells} == {(s, k) for s in (1, 2) for k in (3, 5, 7)}
+    assert {(c["stride"], c["kernel_size"]) for c in cells} == {
+        (s, k) for s in (1, 2) for k in (3, 5, 7)
+    }
     assert [c["alpha"] for c in sections["l2"]["cells"]] == [0.0, 1e-4, 1e-3, 1e-2]
-    norms = [results["runs"][c["runs"][0]]["final"]["weight_norm_sq"] for c in sections["l2"]["cells"]]
+    norms = [
+        results["runs"][c["runs"][0]]["final"]["weight_norm_sq"] for c in sections["l2"]["cells"]
+    ]
     assert norms[-1] < norms[0], "the strongest penalty should leave the smallest weights"
     layers = sections["feature_maps"]["layers"]
     assert [layer["spatial"] for layer in layers] == [[28, 28], [14, 14], [7, 7]]
@@ -63,7 +78,9 @@ def test_quick_study_report(quick_study: Path) -> None:
 def test_rerun_reuses_every_run(quick_study: Path, caplog: pytest.LogCaptureFixture) -> None:
     before = {p.name: p.stat().st_mtime_ns for p in (quick_study / "runs").glob("*.json")}
     caplog.set_level("INFO")
-    code = main(["study", "mnist", "--quick", "--data-dir", str(real_data_dir()), "--out", str(quick_study)])
+    code = main(
+        ["study", "mnist", "--quick", "--data-dir", str(real_data_dir()), "--out", str(quick_study)]
+    )
     assert code == 0
     after = {p.name: p.stat().st_mtime_ns for p in (quick_study / "runs").glob("*.json")}
     assert before == after

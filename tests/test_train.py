@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.config import Preprocess
+from cnnlab.config import Preprocess, to_dict
 from cnnlab.data import DatasetSplits
 from cnnlab.models import build_model, penalized_weights
 from cnnlab.preprocess import augment, fit_scaler
 from cnnlab.store import RunStore, run_key
-from cnnlab.config import to_dict
 from cnnlab.train import train_run
-
 from conftest import make_splits, tiny_run
 
 

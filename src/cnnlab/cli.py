@@ -33,7 +33,9 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a whole number"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid value {value}: must be at least 1")
     return value
@@ -43,7 +45,9 @@ def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number") from None
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected a whole number"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"invalid value {value}: must be 0 or more")
     return value
@@ -66,15 +70,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache "
         "folder); missing files are downloaded there",
     )
-    parser.add_argument("--config", metavar="FILE", help="TOML or JSON file overriding the default settings")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML or JSON file overriding the default settings"
+    )
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
         default=None,
         help="where to train (default: auto, a CUDA GPU when one is visible, else the CPU)",
     )
-    parser.add_argument("--seed", type=_nonneg_int, default=None, help="first random seed (default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="print only warnings and errors, no progress bars")
+    parser.add_argument(
+        "--seed", type=_nonneg_int, default=None, help="first random seed (default: 0)"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="print only warnings and errors, no progress bars"
+    )
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
@@ -95,12 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
         "rerunning an interrupted study resumes it.",
     )
     study.add_argument("dataset", help="mnist or cifar10")
-    study.add_argument("--quick", action="store_true", help="short training budgets: a smoke run of every section")
     study.add_argument(
-        "--out", metavar="DIR", help="run folder (default: runs/DATASET, or runs/DATASET-quick with --quick)"
+        "--quick", action="store_true", help="short training budgets: a smoke run of every section"
     )
     study.add_argument(
-        "--seeds", type=_positive_int, default=None, help="repeat every comparative run with N seeds (default: 1)"
+        "--out",
+        metavar="DIR",
+        help="run folder (default: runs/DATASET, or runs/DATASET-quick with --quick)",
+    )
+    study.add_argument(
+        "--seeds",
+        type=_positive_int,
+        default=None,
+        help="repeat every comparative run with N seeds (default: 1)",
     )
     _common(study)
 
@@ -111,10 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("dataset", help="mnist or cifar10")
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/DATASET-train)")
-    train.add_argument("--epochs", type=_positive_int, help="training epochs (default: the study's baseline)")
+    train.add_argument(
+        "--epochs", type=_positive_int, help="training epochs (default: the study's baseline)"
+    )
     train.add_argument("--lr", type=_finite_float, help="peak learning rate")
     train.add_argument("--batch-size", type=_positive_int, help="images per training step")
-    train.add_argument("--l2", type=_finite_float, help="α of the explicit penalty α·Σ‖w‖² (default: 0)")
+    train.add_argument(
+        "--l2", type=_finite_float, help="α of the explicit penalty α·Σ‖w‖² (default: 0)"
+    )
     train.add_argument("--quick", action="store_true", help="use the quick study's baseline budget")
     _common(train)
 
@@ -123,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the report of a finished study",
         description="Rebuild report.html, report.md and figures/ from RUN_DIR/results.json and artifacts.npz.",
     )
-    report.add_argument("run_dir", metavar="RUN_DIR", help="a study's run folder, holding results.json")
+    report.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a study's run folder, holding results.json"
+    )
     report.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     report.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser
@@ -162,8 +185,14 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from cnnlab.study import run_study
 
     study = _load_study(args)
-    out = Path(args.out) if args.out else Path("runs") / (args.dataset + ("-quick" if args.quick else ""))
-    results = run_study(study, out=out, data_dir=args.data_dir, quick=args.quick, progress=not args.quiet)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs") / (args.dataset + ("-quick" if args.quick else ""))
+    )
+    results = run_study(
+        study, out=out, data_dir=args.data_dir, quick=args.quick, progress=not args.quiet
+    )
     print(f"report: {out / 'report.html'}")
     print(f"        {out / 'report.md'}")
     print(f"results: {results}")
@@ -176,7 +205,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     study = _load_study(args)
     train_overrides = {
         name: value
-        for name, value in (("epochs", args.epochs), ("lr", args.lr), ("batch_size", args.batch_size), ("l2", args.l2))
+        for name, value in (
+            ("epochs", args.epochs),
+            ("lr", args.lr),
+            ("batch_size", args.batch_size),
+            ("l2", args.l2),
+        )
         if value is not None
     }
     study = dataclasses.replace(study, train=dataclasses.replace(study.train, **train_overrides))
@@ -184,7 +218,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     record = single_run(study, out=out, data_dir=args.data_dir, progress=not args.quiet)
     final = record["final"]
     if record["status"] != "completed":
-        print(f"run {record['key']} diverged in epoch {record['diverged_epoch']}; lower the learning rate")
+        print(
+            f"run {record['key']} diverged in epoch {record['diverged_epoch']}; lower the learning rate"
+        )
         return 1
     print(
         f"run {record['key']}: test accuracy {100 * final['test_accuracy']:.2f}%, "
@@ -225,7 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("cnnlab: interrupted; finished runs are stored, rerun the same command to resume", file=sys.stderr)
+        print(
+            "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -57,7 +57,9 @@ class ConvUnit(nn.Sequential):
 
 
 class CNN(nn.Module):
-    def __init__(self, spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int
+    ) -> None:
         super().__init__()
         self.spec = spec
         channels, height, width = input_shape
@@ -91,13 +93,13 @@ class CNN(nn.Module):
         """Return each conv block's output after activation, before pooling and dropout."""
         maps = []
         for unit in self.features:
-            for name, layer in unit.named_children():
-                if name in ("pool", "drop"):
-                    continue
-                x = layer(x)
+            layers = dict(unit.named_children())
+            for name, layer in layers.items():
+                if name not in ("pool", "drop"):
+                    x = layer(x)
             maps.append(x)
-            if hasattr(unit, "pool"):
-                x = unit.pool(x)
+            if "pool" in layers:
+                x = layers["pool"](x)
         return maps
 
 
@@ -151,7 +153,9 @@ def layer_table(
         if block.activation != "none":
             desc += f" + {block.activation}"
         rows.append(
-            LayerInfo(f"block{i + 1}.conv", desc, (block.channels, height, width), params, 2 * macs, rf)
+            LayerInfo(
+                f"block{i + 1}.conv", desc, (block.channels, height, width), params, 2 * macs, rf
+            )
         )
         channels = block.channels
         if block.pool > 1:
@@ -171,7 +175,14 @@ def layer_table(
     features = channels * height * width
     for j, units in enumerate(spec.hidden):
         rows.append(
-            LayerInfo(f"fc{j + 1}", "Linear + relu", (units,), features * units + units, 2 * features * units, None)
+            LayerInfo(
+                f"fc{j + 1}",
+                "Linear + relu",
+                (units,),
+                features * units + units,
+                2 * features * units,
+                None,
+            )
         )
         features = units
     rows.append(

@@ -73,7 +73,9 @@ def augment(
     return x
 
 
-def _random_crop(padded: torch.Tensor, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+def _random_crop(
+    padded: torch.Tensor, height: int, width: int, generator: torch.Generator
+) -> torch.Tensor:
     n, channels, padded_h, padded_w = padded.shape
     top = torch.randint(0, padded_h - height + 1, (n,), generator=generator)
     left = torch.randint(0, padded_w - width + 1, (n,), generator=generator)

@@ -31,7 +31,14 @@ from cnnlab.data import DatasetSplits, load_dataset
 from cnnlab.errors import ConfigError, OutputError
 from cnnlab.models import build_model, feature_map_sizes, layer_table
 from cnnlab.store import RunStore, atomic_write_bytes, atomic_write_json, run_key
-from cnnlab.train import PreparedData, environment, evaluate, resolve_device, resolve_precision, train_run
+from cnnlab.train import (
+    PreparedData,
+    environment,
+    evaluate,
+    resolve_device,
+    resolve_precision,
+    train_run,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +84,24 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
     sweep = study.stride_kernel
     if sweep.enabled:
         cells = []
-        train = dataclasses.replace(study.train, epochs=sweep.epochs, train_subset=sweep.train_subset)
+        train = dataclasses.replace(
+            study.train, epochs=sweep.epochs, train_subset=sweep.train_subset
+        )
+        changed = set(sweep.blocks) if sweep.blocks else set(range(len(study.model.blocks)))
         for stride in sweep.strides:
             for kernel in sweep.kernel_sizes:
                 drop_pool = stride > 1 and sweep.replace_pooling
                 blocks = tuple(
                     dataclasses.replace(
-                        b, stride=stride, kernel_size=kernel, padding=None, pool=1 if drop_pool else b.pool
+                        b,
+                        stride=stride,
+                        kernel_size=kernel,
+                        padding=None,
+                        pool=1 if drop_pool else b.pool,
                     )
-                    for b in study.model.blocks
+                    if i in changed
+                    else b
+                    for i, b in enumerate(study.model.blocks)
                 )
                 model = dataclasses.replace(study.model, blocks=blocks)
                 cell: dict[str, Any] = {"stride": stride, "kernel_size": kernel}
@@ -108,6 +124,7 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
         sections["stride_kernel"] = {
             "strides": list(sweep.strides),
             "kernel_sizes": list(sweep.kernel_sizes),
+            "blocks": sorted(changed),
             "replace_pooling": sweep.replace_pooling,
             "budget": _budget(sweep.epochs, sweep.train_subset),
             "cells": cells,
@@ -118,7 +135,12 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
             study.train, epochs=study.l2.epochs, train_subset=study.l2.train_subset
         )
         cells = [
-            {"alpha": alpha, "runs": add(study.model, dataclasses.replace(train_base, l2=alpha), study.preprocess)}
+            {
+                "alpha": alpha,
+                "runs": add(
+                    study.model, dataclasses.replace(train_base, l2=alpha), study.preprocess
+                ),
+            }
             for alpha in study.l2.alphas
         ]
         sections["l2"] = {
@@ -129,7 +151,9 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
 
     if study.dataset == "cifar10" and study.preprocessing.enabled:
         train = dataclasses.replace(
-            study.train, epochs=study.preprocessing.epochs, train_subset=study.preprocessing.train_subset
+            study.train,
+            epochs=study.preprocessing.epochs,
+            train_subset=study.preprocessing.train_subset,
         )
         full = study.preprocess
         none = Preprocess(standardize=False)
@@ -137,22 +161,35 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
             ("none", none),
             ("standardization", Preprocess(standardize=True)),
             ("+ random crop", Preprocess(standardize=True, crop_padding=full.crop_padding or 4)),
-            ("+ horizontal flip", Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True)),
+            (
+                "+ horizontal flip",
+                Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True),
+            ),
             (
                 "+ cutout (all augmentations)",
-                Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True, cutout=full.cutout or 8),
+                Preprocess(
+                    standardize=True,
+                    crop_padding=full.crop_padding or 4,
+                    flip=True,
+                    cutout=full.cutout or 8,
+                ),
             ),
             (
                 "all + ZCA whitening",
                 Preprocess(
-                    standardize=True, whiten=True, crop_padding=full.crop_padding or 4, flip=True, cutout=full.cutout or 8
+                    standardize=True,
+                    whiten=True,
+                    crop_padding=full.crop_padding or 4,
+                    flip=True,
+                    cutout=full.cutout or 8,
                 ),
             ),
         ]
         sections["preprocessing"] = {
             "budget": _budget(study.preprocessing.epochs, study.preprocessing.train_subset),
             "steps": [
-                {"name": name, "preprocess": to_dict(pre), "runs": add(study.model, train, pre)} for name, pre in steps
+                {"name": name, "preprocess": to_dict(pre), "runs": add(study.model, train, pre)}
+                for name, pre in steps
             ],
         }
     return Plan(runs, sections)
@@ -161,7 +198,11 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
 def _stored(store: RunStore, key: str) -> dict[str, Any] | None:
     """Return the stored record, or None if the run must be trained (again)."""
     stored = store.get(key)
-    if stored is not None and stored["status"] == "completed" and not store.weights_path(key).exists():
+    if (
+        stored is not None
+        and stored["status"] == "completed"
+        and not store.weights_path(key).exists()
+    ):
         return None  # the analyses need the weights
     return stored
 
@@ -172,7 +213,12 @@ def execute_runs(
     """Train every planned run the store lacks; return all run records by key."""
     records: dict[str, dict[str, Any]] = {}
     todo = [key for key in plan.runs if _stored(store, key) is None]
-    log.info("%d runs planned, %d stored already, %d to train", len(plan.runs), len(plan.runs) - len(todo), len(todo))
+    log.info(
+        "%d runs planned, %d stored already, %d to train",
+        len(plan.runs),
+        len(plan.runs) - len(todo),
+        len(todo),
+    )
     done = 0
     for key, config in plan.runs.items():
         stored = _stored(store, key)
@@ -195,14 +241,19 @@ def execute_runs(
     return records
 
 
-def _load_model(config: RunConfig, data: DatasetSplits, store: RunStore, key: str) -> torch.nn.Module:
+def _load_model(
+    config: RunConfig, data: DatasetSplits, store: RunStore, key: str
+) -> torch.nn.Module:
     model = build_model(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
     state = torch.load(store.weights_path(key), weights_only=True)
     model.load_state_dict(state)
-    return model.to(config.device).to(memory_format=torch.channels_last).eval()
+    model = model.to(config.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model.eval()
 
 
-def _examples(indices: torch.Tensor, data: DatasetSplits, pred: torch.Tensor, conf: torch.Tensor) -> list[dict[str, Any]]:
+def _examples(
+    indices: torch.Tensor, data: DatasetSplits, pred: torch.Tensor, conf: torch.Tensor
+) -> list[dict[str, Any]]:
     return [
         {
             "index": int(i),
@@ -227,11 +278,15 @@ def analyse_predictions(
     n = study.analysis.grid_images
     correct_idx = torch.nonzero(right).flatten()
     wrong_idx = torch.nonzero(~right).flatten()
-    correct_pick = correct_idx[torch.randperm(len(correct_idx), generator=generator)[:n]].sort().values
+    correct_pick = (
+        correct_idx[torch.randperm(len(correct_idx), generator=generator)[:n]].sort().values
+    )
     wrong_pick = wrong_idx[torch.randperm(len(wrong_idx), generator=generator)[:n]].sort().values
     confident = wrong_idx[conf[wrong_idx].argsort(descending=True)[:n]]
     per_class = [
-        float(right[data.test_labels == c].float().mean()) if (data.test_labels == c).any() else None
+        float(right[data.test_labels == c].float().mean())
+        if (data.test_labels == c).any()
+        else None
         for c in range(len(data.classes))
     ]
     section = {
@@ -263,7 +318,11 @@ def analyse_feature_maps(
     mean = [0.0] * len(blocks)
     count = [0] * len(blocks)
     for i in range(0, len(prepared.test_x), 500):
-        x = prepared.test_x[i : i + 500].to(config.device).contiguous(memory_format=torch.channels_last)
+        x = (
+            prepared.test_x[i : i + 500]
+            .to(config.device)
+            .contiguous(memory_format=torch.channels_last)
+        )
         for b, fmap in enumerate(model.feature_maps(x)):  # type: ignore[operator]
             fmap = fmap.float()
             active[b] += (fmap > 0).float().sum().item()
@@ -289,7 +348,13 @@ def analyse_feature_maps(
         previous = fraction
 
     # One correctly classified image from each of the first few classes.
-    _, _, pred, _ = evaluate(model, prepared.test_x, prepared.test_y, config.device, resolve_precision(config.train, config.device))
+    _, _, pred, _ = evaluate(
+        model,
+        prepared.test_x,
+        prepared.test_y,
+        config.device,
+        resolve_precision(config.train, config.device),
+    )
     samples: list[int] = []
     for c in range(len(data.classes)):
         hits = torch.nonzero((data.test_labels == c) & (pred == c)).flatten()
@@ -300,11 +365,15 @@ def analyse_feature_maps(
     x = prepared.test_x[samples].to(config.device).contiguous(memory_format=torch.channels_last)
     arrays = {"feature_input": prepared.test_x[samples].numpy().astype(np.float32)}
     for b, fmap in enumerate(model.feature_maps(x)):  # type: ignore[operator]
-        arrays[f"feature_{b}"] = fmap[:, : study.analysis.feature_channels].float().cpu().contiguous().numpy()
+        arrays[f"feature_{b}"] = (
+            fmap[:, : study.analysis.feature_channels].float().cpu().contiguous().numpy()
+        )
     return {"run": key, "sample_indices": samples, "layers": layers}, arrays
 
 
-def preprocessing_stages(config: RunConfig, data: DatasetSplits, n: int = 8) -> dict[str, np.ndarray]:
+def preprocessing_stages(
+    config: RunConfig, data: DatasetSplits, n: int = 8
+) -> dict[str, np.ndarray]:
     """Return sample images raw, standardized, and augmented, for the preprocessing figure."""
     prepared = PreparedData(data, config)
     generator = torch.Generator().manual_seed(config.seed)
@@ -326,7 +395,9 @@ def check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise OutputError(f"cannot write to output folder {out}: {exc.strerror}; choose another --out") from exc
+        raise OutputError(
+            f"cannot write to output folder {out}: {exc.strerror}; choose another --out"
+        ) from exc
 
 
 def run_study(
@@ -357,12 +428,18 @@ def run_study(
     artifacts: dict[str, np.ndarray] = {}
     baseline_config = plan.runs[baseline_key]
     if records[baseline_key]["status"] == "completed":
-        sections["predictions"], arrays = analyse_predictions(study, baseline_config, baseline_key, data, store)
+        sections["predictions"], arrays = analyse_predictions(
+            study, baseline_config, baseline_key, data, store
+        )
         artifacts.update(arrays)
-        sections["feature_maps"], arrays = analyse_feature_maps(study, baseline_config, baseline_key, data, store)
+        sections["feature_maps"], arrays = analyse_feature_maps(
+            study, baseline_config, baseline_key, data, store
+        )
         artifacts.update(arrays)
     else:
-        log.warning("the baseline run diverged, so the prediction and feature-map sections are skipped")
+        log.warning(
+            "the baseline run diverged, so the prediction and feature-map sections are skipped"
+        )
     if "preprocessing" in sections:
         artifacts.update(preprocessing_stages(baseline_config, data))
 
@@ -386,7 +463,11 @@ def run_study(
             "name": data.name,
             "classes": list(data.classes),
             "image_shape": list(data.train_images.shape[1:]),
-            "split": {"train": len(data.train_labels), "validation": len(data.val_labels), "test": len(data.test_labels)},
+            "split": {
+                "train": len(data.train_labels),
+                "validation": len(data.val_labels),
+                "test": len(data.test_labels),
+            },
             "split_rule": data.split_rule,
             "source": data.source,
         },
@@ -408,7 +489,7 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     return buffer.getvalue()
 
 

@@ -47,7 +47,9 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         from cnnlab.errors import ConfigError
 
-        raise ConfigError("invalid --device cuda: no CUDA GPU is visible to PyTorch; use --device cpu")
+        raise ConfigError(
+            "invalid --device cuda: no CUDA GPU is visible to PyTorch; use --device cpu"
+        )
     return device
 
 
@@ -79,7 +81,11 @@ def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
 
 
 def environment(device: str, precision: str) -> dict[str, Any]:
-    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    name = (
+        torch.cuda.get_device_name()
+        if device == "cuda"
+        else (platform.processor() or platform.machine())
+    )
     return {
         "cnnlab": cnnlab.__version__,
         "python": sys.version.split()[0],
@@ -111,19 +117,25 @@ class PreparedData:
         self.test_x = self.scaler(data.test_images)
         self.test_y = data.test_labels
         # The value a black pixel maps to, used to fill the border of shifted images.
-        self.background = float(self.scaler(torch.zeros(1, *data.train_images.shape[1:], dtype=torch.uint8)).mean())
+        self.background = float(
+            self.scaler(torch.zeros(1, *data.train_images.shape[1:], dtype=torch.uint8)).mean()
+        )
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[Any, Any]:
     params = model.parameters()
     optimizer: torch.optim.Optimizer
     if train.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, nesterov=train.momentum > 0)
+        optimizer = torch.optim.SGD(
+            params, lr=train.lr, momentum=train.momentum, nesterov=train.momentum > 0
+        )
     elif train.optimizer == "adam":
         optimizer = torch.optim.Adam(params, lr=train.lr, betas=(train.momentum, 0.999))
     else:
         # weight_decay=0: regularisation is the explicit L2 term in the loss, not decoupled decay.
-        optimizer = torch.optim.AdamW(params, lr=train.lr, betas=(train.momentum, 0.999), weight_decay=0.0)
+        optimizer = torch.optim.AdamW(
+            params, lr=train.lr, betas=(train.momentum, 0.999), weight_decay=0.0
+        )
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if train.schedule == "onecycle":
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -173,7 +185,11 @@ def weight_summary(model: nn.Module) -> dict[str, dict[str, Any]]:
         values = values[torch.isfinite(values)] if not torch.isfinite(values).all() else values
         if values.numel() == 0:
             values = torch.full((1,), float("nan"))
-        q = torch.quantile(values, torch.tensor(QUANTILES)) if values.numel() > 1 else values.repeat(len(QUANTILES))
+        q = (
+            torch.quantile(values, torch.tensor(QUANTILES))
+            if values.numel() > 1
+            else values.repeat(len(QUANTILES))
+        )
         summary[name] = {
             "quantiles": [round(float(v), 6) for v in q],
             "mean": float(values.mean()),
@@ -223,7 +239,7 @@ def train_run(
     generator = torch.Generator().manual_seed(config.seed)
     prepared = PreparedData(data, config)
     model: CNN = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     n_train = len(prepared.train_x)
     steps_per_epoch = math.ceil(n_train / train.batch_size)
     optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
@@ -239,7 +255,9 @@ def train_run(
         try:
             state = torch.load(checkpoint, weights_only=True)
         except Exception as exc:  # a damaged checkpoint only costs the retraining
-            log.warning("ignoring unreadable checkpoint %s (%s); training from the start", checkpoint, exc)
+            log.warning(
+                "ignoring unreadable checkpoint %s (%s); training from the start", checkpoint, exc
+            )
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -269,7 +287,9 @@ def train_run(
         finite = True
         for i in range(0, n_train, train.batch_size):
             idx = order[i : i + train.batch_size]
-            xb = augment(prepared.train_x[idx], config.preprocess, generator, background=prepared.background)
+            xb = augment(
+                prepared.train_x[idx], config.preprocess, generator, background=prepared.background
+            )
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             yb = prepared.train_y[idx].to(device)
             with autocast(device, precision):
@@ -304,7 +324,9 @@ def train_run(
 
         t1 = time.perf_counter()
         val_loss, val_acc, _, _ = evaluate(model, prepared.val_x, prepared.val_y, device, precision)
-        test_loss, test_acc, test_pred, _ = evaluate(model, prepared.test_x, prepared.test_y, device, precision)
+        test_loss, test_acc, test_pred, _ = evaluate(
+            model, prepared.test_x, prepared.test_y, device, precision
+        )
         eval_time = time.perf_counter() - t1
         row = {
             "epoch": epoch + 1,
@@ -325,7 +347,9 @@ def train_run(
         snapshots.append(weight_summary(model))
         if not math.isfinite(val_loss):
             status, diverged_epoch = "diverged", epoch + 1
-            log.warning("%s diverged in epoch %d: the validation loss is not finite", label, epoch + 1)
+            log.warning(
+                "%s diverged in epoch %d: the validation loss is not finite", label, epoch + 1
+            )
             break
         log.info(
             "%s epoch %2d/%d  loss %.4f  train %.2f%%  val %.2f%%  test %.2f%%  %.1fs",
@@ -357,7 +381,17 @@ def train_run(
     bar.close()
 
     return _run_record(
-        config, data, model, prepared, history, snapshots, status, diverged_epoch, precision, weights_out, test_pred
+        config,
+        data,
+        model,
+        prepared,
+        history,
+        snapshots,
+        status,
+        diverged_epoch,
+        precision,
+        weights_out,
+        test_pred,
     )
 
 
@@ -386,7 +420,14 @@ def _run_record(
     confusion: list[list[int]] = []
     if status in ("completed", "stopped"):
         last = history[-1]
-        for key in ("train_accuracy", "val_accuracy", "test_accuracy", "val_loss", "test_loss", "weight_norm_sq"):
+        for key in (
+            "train_accuracy",
+            "val_accuracy",
+            "test_accuracy",
+            "val_loss",
+            "test_loss",
+            "weight_norm_sq",
+        ):
             final[key] = last[key]
         n = min(TRAIN_EVAL_IMAGES, len(prepared.train_x))
         _, final["train_clean_accuracy"], _, _ = evaluate(
@@ -398,7 +439,9 @@ def _run_record(
         matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
         matrix.index_put_((prepared.test_y, pred), torch.ones_like(pred), accumulate=True)
         confusion = matrix.tolist()
-        final["images_per_s"] = len(prepared.train_x) * len(history) / max(final["train_time_s"], 1e-9)
+        final["images_per_s"] = (
+            len(prepared.train_x) * len(history) / max(final["train_time_s"], 1e-9)
+        )
         if weights_out is not None and status == "completed":
             atomic_torch_save(weights_out, model.state_dict())
     names = list(snapshots[0])
@@ -416,15 +459,15 @@ def _run_record(
     }
     return finite_or_none(
         {
-        "config": to_dict(config),
-        "status": status,
-        "diverged_epoch": diverged_epoch,
-        "history": history,
-        "final": final,
-        "architecture": [row.to_dict() for row in table],
-        "weights": {"epochs": list(range(len(snapshots))), "layers": layers},
-        "confusion": confusion,
-        "environment": environment(device, precision),
+            "config": to_dict(config),
+            "status": status,
+            "diverged_epoch": diverged_epoch,
+            "history": history,
+            "final": final,
+            "architecture": [row.to_dict() for row in table],
+            "weights": {"epochs": list(range(len(snapshots))), "layers": layers},
+            "confusion": confusion,
+            "environment": environment(device, precision),
         }
     )
 
