@@ -12,7 +12,7 @@ from cnnlab.data import DatasetSplits
 from cnnlab.models import build_model, penalized_weights
 from cnnlab.preprocess import augment, fit_scaler
 from cnnlab.store import RunStore, run_key
-from cnnlab.train import train_run
+from cnnlab.train import make_optimizer, train_run
 from conftest import make_splits, tiny_run
 
 
@@ -149,3 +149,23 @@ def test_store_ignores_corrupt_result(tmp_path: Path) -> None:
     assert store.get("abc") is None
     store.put("abc", {"key": "abc", "x": math.pi})
     assert store.get("abc") == {"key": "abc", "x": math.pi}
+
+
+def test_run_with_one_step(tiny_data: DatasetSplits) -> None:
+    record = train_run(tiny_run(epochs=1, train_subset=20), tiny_data, progress=False)
+    assert record["status"] == "completed"
+    assert record["history"][0]["lr"] >= 0
+
+
+def test_one_cycle_schedule_shape() -> None:
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = make_optimizer(model, tiny_run(lr=1.0, warmup_fraction=0.25).train, 8)
+    rates = []
+    for _ in range(8):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([0.5, 1.0, 1.0 * 6 / 6])
+    assert max(rates) == pytest.approx(1.0)
+    assert rates == sorted(rates[:2]) + sorted(rates[2:], reverse=True)
+    assert rates[-1] == pytest.approx(1 / 6)

@@ -62,6 +62,11 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
     """Validate the study and list every run each section needs."""
     input_shape = INPUT_SHAPES[study.dataset]
     validate_study(study, input_shape)
+    # "auto" precision becomes bf16 or fp32 here, so the run key records which one ran.
+    study = dataclasses.replace(
+        study,
+        train=dataclasses.replace(study.train, precision=resolve_precision(study.train, device)),
+    )
     runs: dict[str, RunConfig] = {}
     seeds = [study.seed + i for i in range(study.seeds)]
 

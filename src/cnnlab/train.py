@@ -138,14 +138,16 @@ def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[An
         )
     scheduler: torch.optim.lr_scheduler.LRScheduler
     if train.schedule == "onecycle":
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer,
-            max_lr=train.lr,
-            total_steps=steps,
-            pct_start=max(train.warmup_fraction, 1.0 / steps),
-            anneal_strategy="linear",
-            cycle_momentum=False,
-        )
+        # Linear warm-up to the peak, then linear decay towards zero. Written as a
+        # LambdaLR because OneCycleLR divides by zero when a run has only a few steps.
+        warm = max(1, round(train.warmup_fraction * steps))
+
+        def one_cycle(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            return max(0.0, (steps - step) / max(1, steps - warm))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, one_cycle)
     elif train.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     else:

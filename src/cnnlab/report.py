@@ -1,0 +1,305 @@
+"""Write a run folder's report (report.md, report.html, figures/*.png) from its stored results.
+
+The report is built from ``results.json`` and ``artifacts.npz`` alone, so
+``cnnlab report RUN_DIR`` rebuilds it without training. The sections come from
+``cnnlab.report_sections`` as a neutral document that two renderers turn into
+Markdown (figures referenced as ``figures/NAME.png``) and self-contained HTML
+(figures embedded as base64 data URIs, inline CSS, no script, no external link).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab.errors import DataError
+from cnnlab.report_sections import (
+    Block,
+    Code,
+    FigureSpec,
+    Paragraph,
+    Section,
+    Study,
+    Table,
+    build_sections,
+)
+from cnnlab.store import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RESULTS_SCHEMA = 1
+RERUN = "rerun the study to rewrite it"
+
+# Top-level keys of results.json and the keys each run record must have.
+REQUIRED_KEYS = ("schema", "study", "dataset", "runs", "sections")
+DATASET_KEYS = ("name", "classes", "image_shape", "split")
+RUN_KEYS = ("config", "status", "history", "final")
+
+
+def load_results(run_dir: Path) -> dict[str, Any]:
+    """Read ``run_dir/results.json`` and raise DataError if it is missing or not valid JSON."""
+    path = Path(run_dir) / "results.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} not found; pass the run folder of a finished study (the --out folder)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"failed to read {path}: {exc}; {RERUN}") from exc
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {RERUN}"
+        ) from exc
+    if not isinstance(results, dict):
+        raise DataError(f"{path} must contain a JSON object, not {type(results).__name__}; {RERUN}")
+    return results
+
+
+def load_artifacts(run_dir: Path) -> dict[str, np.ndarray]:
+    """Read every array of ``run_dir/artifacts.npz`` without pickle, or raise DataError if corrupt.
+
+    A missing file reads as no arrays, which is valid for a study whose
+    sections draw none.
+    """
+    path = Path(run_dir) / "artifacts.npz"
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is corrupt or not an .npz archive ({exc}); {RERUN}") from exc
+
+
+def _required_arrays(sections: Mapping[str, Any]) -> list[str]:
+    names = []
+    if "predictions" in sections:
+        predictions = sections["predictions"]
+        for key, array in (
+            ("correct", "correct_images"),
+            ("wrong", "wrong_images"),
+            ("most_confident_wrong", "confident_wrong_images"),
+        ):
+            if predictions.get(key):
+                names.append(array)
+    if "feature_maps" in sections:
+        names.append("feature_input")
+        layers = sections["feature_maps"].get("layers") or []
+        names += [f"feature_{index}" for index in range(len(layers))]
+    return names
+
+
+def check_results(
+    results: Mapping[str, Any], artifacts: Mapping[str, np.ndarray], source: str
+) -> None:
+    """Raise DataError naming ``source`` unless the results have what the report reads.
+
+    Checks the top-level and dataset keys, the schema version, each run
+    record's keys, that every run key a section names exists, and that the
+    arrays the prediction and feature-map sections draw are present.
+    """
+    for key in REQUIRED_KEYS:
+        if key not in results:
+            raise DataError(f"{source} has no '{key}' key; {RERUN}")
+    if results["schema"] != RESULTS_SCHEMA:
+        raise DataError(
+            f"{source} has schema {results['schema']!r}, but this cnnlab reads schema "
+            f"{RESULTS_SCHEMA}; rebuild the report with the cnnlab version that wrote it"
+        )
+    for key in DATASET_KEYS:
+        if key not in results["dataset"]:
+            raise DataError(f"{source} has no 'dataset.{key}' key; {RERUN}")
+    for run_key, run in results["runs"].items():
+        for key in RUN_KEYS:
+            if key not in run:
+                raise DataError(f"{source}: run {run_key} has no '{key}' key; {RERUN}")
+    study = Study(results, artifacts)
+    for name in results["sections"]:
+        for run_key in study.section_keys(name):
+            if run_key not in results["runs"]:
+                raise DataError(
+                    f"{source}: section '{name}' names run {run_key}, which is not in 'runs'; "
+                    f"{RERUN}"
+                )
+    for name in _required_arrays(results["sections"]):
+        if name not in artifacts:
+            raise DataError(f"artifacts.npz beside {source} has no array '{name}'; {RERUN}")
+
+
+# ---------------------------------------------------------------------------
+# Markdown
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(table: Table) -> list[str]:
+    lines = []
+    if table.caption:
+        lines += [f"*{table.caption}*", ""]
+    lines.append("| " + " | ".join(_markdown_cell(column) for column in table.columns) + " |")
+    lines.append("|" + "---|" * len(table.columns))
+    for row in table.rows:
+        lines.append("| " + " | ".join(_markdown_cell(cell) for cell in row) + " |")
+    return [*lines, ""]
+
+
+def _markdown_block(block: Block) -> list[str]:
+    if isinstance(block, Paragraph):
+        return [block.text, ""]
+    if isinstance(block, Code):
+        return ["```", block.text, "```", ""]
+    if isinstance(block, Table):
+        return _markdown_table(block)
+    return [f"![{block.caption}](figures/{block.name}.png)", "", f"*{block.caption}*", ""]
+
+
+def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    """Render sections as Markdown, numbered from 0, with figures as relative image links."""
+    lines = [f"# {title}", ""]
+    for number, section in enumerate(sections):
+        lines += [f"## {number}. {section.title}", ""]
+        for block in section.blocks:
+            lines += _markdown_block(block)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------
+# HTML
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { border-bottom: 1px solid #bbb; padding-bottom: .15em; margin-top: 2em; }
+nav ol { columns: 2; }
+table { border-collapse: collapse; margin: 1em 0; font-size: .9em; }
+caption { caption-side: top; text-align: left; font-style: italic; padding-bottom: .3em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+tr:nth-child(even) td { background: #fafafa; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
+figcaption { font-size: .9em; color: #555; }
+pre { background: #f5f5f5; padding: .6em; overflow-x: auto; font-size: 1em; }
+""".strip()
+
+
+def _html_table(table: Table) -> str:
+    parts = ["<table>"]
+    if table.caption:
+        parts.append(f"<caption>{html.escape(table.caption)}</caption>")
+    parts.append("<tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in table.columns) + "</tr>")
+    for row in table.rows:
+        parts.append("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>")
+    parts.append("</table>")
+    return "\n".join(parts)
+
+
+def _html_block(block: Block, images: Mapping[str, bytes]) -> str:
+    if isinstance(block, Paragraph):
+        return f"<p>{html.escape(block.text)}</p>"
+    if isinstance(block, Code):
+        return f"<pre>{html.escape(block.text)}</pre>"
+    if isinstance(block, Table):
+        return _html_table(block)
+    encoded = base64.b64encode(images[block.name]).decode("ascii")
+    caption = html.escape(block.caption)
+    return (
+        f'<figure><img src="data:image/png;base64,{encoded}" alt="{caption}">'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
+
+
+def render_html(title: str, sections: Sequence[Section], images: Mapping[str, bytes]) -> str:
+    """Render sections as one self-contained HTML page.
+
+    ``images`` maps each figure name to its PNG bytes, embedded as a data URI.
+    """
+    toc = "".join(
+        f'<li><a href="#{section.anchor}">{html.escape(section.title)}</a></li>'
+        for section in sections
+    )
+    body = []
+    for number, section in enumerate(sections):
+        body.append(f'<section id="{section.anchor}">')
+        body.append(f"<h2>{number}. {html.escape(section.title)}</h2>")
+        body += [_html_block(block, images) for block in section.blocks]
+        body.append("</section>")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{html.escape(title)}</title>\n<style>\n{CSS}\n</style>\n</head>\n<body>\n"
+        f'<h1>{html.escape(title)}</h1>\n<nav><ol start="0">{toc}</ol></nav>\n'
+        + "\n".join(body)
+        + "\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+
+
+def write_report(
+    run_dir: Path,
+    results: dict[str, Any] | None = None,
+    artifacts: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, Path]:
+    """Write ``figures/*.png``, ``report.md`` and ``report.html`` into ``run_dir``.
+
+    ``results`` and ``artifacts`` are read from ``run_dir/results.json`` and
+    ``run_dir/artifacts.npz`` when not given. Returns every written path: the
+    reports under "md" and "html", each figure under its path relative to
+    ``run_dir`` ("figures/NAME.png"). Raises DataError for missing or corrupt
+    inputs and OutputError when a file cannot be written.
+    """
+    run_dir = Path(run_dir)
+    source = str(run_dir / "results.json")
+    if results is None:
+        results = load_results(run_dir)
+    if artifacts is None:
+        artifacts_path = run_dir / "artifacts.npz"
+        needed = _required_arrays(results.get("sections") or {})
+        if needed and not artifacts_path.exists():
+            raise DataError(
+                f"{artifacts_path} not found, but the report draws its arrays ({needed[0]}, ...); "
+                f"{RERUN}"
+            )
+        artifacts = load_artifacts(run_dir)
+    check_results(results, artifacts, source)
+
+    study = Study(results, artifacts)
+    sections = build_sections(study, run_dir)
+    title = f"cnnlab report: {study.dataset_name}"
+
+    written: dict[str, Path] = {}
+    images: dict[str, bytes] = {}
+    for section in sections:
+        for block in section.blocks:
+            if isinstance(block, FigureSpec):
+                path = run_dir / "figures" / f"{block.name}.png"
+                block.draw(path)
+                images[block.name] = path.read_bytes()
+                written[f"figures/{block.name}.png"] = path
+    log.info("wrote %d figures to %s", len(images), run_dir / "figures")
+
+    markdown_path = run_dir / "report.md"
+    atomic_write_text(markdown_path, render_markdown(title, sections))
+    written["md"] = markdown_path
+    html_path = run_dir / "report.html"
+    atomic_write_bytes(html_path, render_html(title, sections, images).encode("utf-8"))
+    written["html"] = html_path
+    log.info("wrote %s and %s", markdown_path, html_path)
+    return written
