@@ -788,6 +788,7 @@ def stride_kernel_section(study: Study) -> Section | None:
             "the cells with each other rather than with the baseline"
         )
     section.blocks.append(Paragraph(sentence + "."))
+    section.blocks.append(Paragraph(_grid_scope_sentence(study, sweep)))
 
     rows = [_stride_kernel_row(study, spec) for spec in sweep["cells"]]
 
@@ -840,6 +841,29 @@ def stride_kernel_section(study: Study) -> Section | None:
     section.blocks.append(Paragraph(" ".join(_stride_kernel_sentences(study, sweep["cells"]))))
 
     return section
+
+
+def _grid_scope_sentence(study: Study, sweep: Mapping[str, Any]) -> str:
+    """Say which conv blocks the grid changed and what happened to their pooling."""
+    baseline_keys = study.sections.get("baseline", {}).get("runs", [])
+    model = study.runs[baseline_keys[0]]["config"]["model"] if baseline_keys else {}
+    n_blocks = len(model.get("blocks", []))
+    changed = list(sweep.get("blocks") or [])
+    if not changed or (n_blocks and len(changed) == n_blocks):
+        scope = "every conv block"
+    else:
+        names = ", ".join(f"block{i + 1}" for i in changed)
+        scope = f"{names} only (the other blocks keep the baseline's settings)"
+    sentence = (
+        f"Each cell sets the stride and kernel size of {scope}, with padding of half the "
+        "kernel size so that stride 1 keeps the map size."
+    )
+    if sweep.get("replace_pooling", False):
+        sentence += (
+            " At a stride above 1 those blocks drop their max pooling, because the strided "
+            "convolution already downsamples."
+        )
+    return sentence
 
 
 def _multi_seed(points_data: Sequence[Mapping[str, Any]]) -> bool:
