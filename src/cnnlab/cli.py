@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(args.quiet)
     # SIGTERM ends the process like Ctrl-C; stored runs and checkpoints are already complete files.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     commands = {"study": _cmd_study, "train": _cmd_train, "report": _cmd_report}
     try:
         # Log lines go through tqdm so that they do not break a progress bar in half.
@@ -266,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ class RunStore:
             result: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if result.get("key") != key:
+        if not isinstance(result, dict) or result.get("key") != key or "status" not in result:
             return None
         return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -393,6 +394,23 @@ def preprocessing_stages(
     }
 
 
+def check_output_path(out: Path) -> None:
+    """Reject an output path that cannot become a folder, without creating anything."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output folder {out} is an existing file; choose another --out")
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(
+            f"cannot create output folder {out}: {parent} is a file; choose another --out"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"cannot create output folder {out}: {parent} is not writable; choose another --out"
+        )
+
+
 def check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -423,6 +441,7 @@ def run_study(
     t0 = time.perf_counter()
     device = resolve_device(study.device)
     plan = plan_study(study, device)
+    check_output_path(out)
     data = load_dataset(study.dataset, data_dir)
     check_writable(out)
     store = RunStore(out / "runs")
@@ -512,6 +531,7 @@ def single_run(
         ),
         device,
     )
+    check_output_path(out)
     data = load_dataset(study.dataset, data_dir)
     check_writable(out)
     store = RunStore(out / "runs")

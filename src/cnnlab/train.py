@@ -39,6 +39,15 @@ HIST_BINS = 50
 # A cross-entropy this many times that of uniform guessing (ln of the class count)
 # means the weights have blown up even if the float is still finite.
 DIVERGENCE_FACTOR = 100.0
+CHECKPOINT_KEYS = {
+    "model",
+    "optimizer",
+    "scheduler",
+    "generator",
+    "torch_rng",
+    "history",
+    "snapshots",
+}
 
 
 def resolve_device(device: str) -> str:
@@ -237,17 +246,20 @@ def train_run(
     input_shape = tuple(data.train_images.shape[1:])
     num_classes = len(data.classes)
 
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
     prepared = PreparedData(data, config)
-    model: CNN = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
-    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     n_train = len(prepared.train_x)
     steps_per_epoch = math.ceil(n_train / train.batch_size)
-    optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
-    weights = penalized_weights(model)
     divergence_limit = DIVERGENCE_FACTOR * math.log(num_classes)
 
+    def fresh_state() -> tuple[CNN, Any, Any, torch.Generator]:
+        torch.manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed)
+        model = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
+        model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
+        return model, optimizer, scheduler, generator
+
+    model, optimizer, scheduler, generator = fresh_state()
     history: list[dict[str, Any]] = []
     snapshots: list[dict[str, dict[str, Any]]] = [weight_summary(model)]
     status, diverged_epoch = "completed", None
@@ -256,20 +268,24 @@ def train_run(
     if checkpoint is not None and checkpoint.exists():
         try:
             state = torch.load(checkpoint, weights_only=True)
-        except Exception as exc:  # a damaged checkpoint only costs the retraining
-            log.warning(
-                "ignoring unreadable checkpoint %s (%s); training from the start", checkpoint, exc
-            )
-        else:
+            if not isinstance(state, dict) or not CHECKPOINT_KEYS.issubset(state):
+                raise ValueError("it lacks the training state")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
+        except Exception as exc:  # a damaged checkpoint only costs the retraining
+            log.warning(
+                "ignoring unusable checkpoint %s (%s); training from the start", checkpoint, exc
+            )
+            model, optimizer, scheduler, generator = fresh_state()
+        else:
             history = state["history"]
             snapshots = state["snapshots"]
             start_epoch = len(history)
             log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
+    weights = penalized_weights(model)
 
     bar = tqdm(
         total=train.epochs * steps_per_epoch,
