@@ -171,9 +171,8 @@ def default_model(dataset: str) -> ModelSpec:
                 ConvBlock(96, pool=2),
             )
         )
-    # Three stages of two convolutions, widths 64, 256, 256, each stage halving the
-    # size after its first convolution: the layout of the fast CIFAR-10 training
-    # recipes (Jordan 2024), with max pooling after the activation.
+    # Three stages of two convolutions, widths 64, 256 and 256. Each stage halves the
+    # map size after its first convolution, so the second one runs at the lower size.
     return ModelSpec(
         blocks=(
             ConvBlock(64, pool=2),
