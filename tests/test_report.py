@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import fake_results
-from cnnlab import report_sections, stats
+from cnnlab import report_baseline, report_document, report_results, report_sections, stats
 from cnnlab.errors import DataError
 from cnnlab.report import render_html, render_markdown, write_report
 from cnnlab.store import atomic_write_bytes, atomic_write_json
@@ -302,10 +302,10 @@ def test_missing_sections_skipped(tmp_path):
 
 
 def test_html_escapes_text():
-    section = report_sections.Section("Title <i>", "anchor")
-    section.blocks.append(report_sections.Paragraph("class <b>zero</b> & one"))
-    section.blocks.append(report_sections.Table(["<th>"], [["<td>"]], "caption <c>"))
-    section.blocks.append(report_sections.Code("E = CE + α·<w>"))
+    section = report_document.Section("Title <i>", "anchor")
+    section.blocks.append(report_document.Paragraph("class <b>zero</b> & one"))
+    section.blocks.append(report_document.Table(["<th>"], [["<td>"]], "caption <c>"))
+    section.blocks.append(report_document.Code("E = CE + α·<w>"))
     page = render_html("report <x>", [section], {})
     assert "<b>zero</b>" not in page
     assert "class &lt;b&gt;zero&lt;/b&gt; &amp; one" in page
@@ -318,8 +318,8 @@ def test_html_escapes_text():
 
 
 def test_markdown_escapes_table_pipes():
-    table = report_sections.Table(["a|b"], [["x|y"]])
-    text = render_markdown("report", [report_sections.Section("Title", "anchor", [table])])
+    table = report_document.Table(["a|b"], [["x|y"]])
+    text = render_markdown("report", [report_document.Section("Title", "anchor", [table])])
     assert "| a\\|b |" in text
     assert "| x\\|y |" in text
 
@@ -389,14 +389,14 @@ def test_validation_trend_stopped_falling():
     results, _ = fake_results.make_study("mnist", seeds=1)
     run = copy.deepcopy(next(iter(results["runs"].values())))
     run["history"][-1]["val_loss"] = 0.5
-    text = report_sections._validation_trend([run])
+    text = report_baseline._validation_trend([run])
     assert text.startswith("Validation loss was still falling in the last epoch in 0 of 1 runs")
     assert "seed 0 was lowest at epoch 5 (0.1500) and ended at 0.5000" in text
 
 
 def build_markdown(results: dict, artifacts: dict, run_dir: Path) -> str:
     """Return the report's Markdown without drawing any figure."""
-    study = report_sections.Study(results, artifacts)
+    study = report_results.Study(results, artifacts)
     return render_markdown("test", report_sections.build_sections(study, run_dir))
 
 

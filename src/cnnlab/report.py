@@ -21,16 +21,9 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import DataError
-from cnnlab.report_sections import (
-    Block,
-    Code,
-    FigureSpec,
-    Paragraph,
-    Section,
-    Study,
-    Table,
-    build_sections,
-)
+from cnnlab.report_document import Block, Code, FigureSpec, Paragraph, Section, Table
+from cnnlab.report_results import Study
+from cnnlab.report_sections import build_sections
 from cnnlab.store import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
