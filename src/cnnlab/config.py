@@ -171,16 +171,16 @@ def default_model(dataset: str) -> ModelSpec:
                 ConvBlock(96, pool=2),
             )
         )
-    # Three stages of two convolutions, widths 64, 256 and 256. Each stage halves the
+    # Three stages of two convolutions, widths 32, 128 and 128. Each stage halves the
     # map size after its first convolution, so the second one runs at the lower size.
     return ModelSpec(
         blocks=(
-            ConvBlock(64, pool=2),
-            ConvBlock(64),
-            ConvBlock(256, pool=2),
-            ConvBlock(256),
-            ConvBlock(256, pool=2),
-            ConvBlock(256),
+            ConvBlock(32, pool=2),
+            ConvBlock(32),
+            ConvBlock(128, pool=2),
+            ConvBlock(128),
+            ConvBlock(128, pool=2),
+            ConvBlock(128),
         ),
     )
 
@@ -211,7 +211,7 @@ def default_study(dataset: str, *, quick: bool = False) -> StudyConfig:
     study = StudyConfig(
         dataset="cifar10",
         model=default_model("cifar10"),
-        train=TrainConfig(epochs=10, batch_size=256, lr=0.2, label_smoothing=0.2),
+        train=TrainConfig(epochs=16, batch_size=256, lr=0.2, label_smoothing=0.2),
         preprocess=Preprocess(standardize=True, crop_padding=4, flip=True, cutout=8),
         # A deep model shrinks to 4x4 before its last blocks, where a 5x5 kernel no
         # longer fits, so the grid changes the first convolution only.
