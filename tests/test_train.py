@@ -147,8 +147,11 @@ def test_store_ignores_corrupt_result(tmp_path: Path) -> None:
     store = RunStore(tmp_path)
     store.result_path("abc").write_text("{not json")
     assert store.get("abc") is None
+    record = {"key": "abc", "status": "completed", "x": math.pi}
+    store.put("abc", record)
+    assert store.get("abc") == record
     store.put("abc", {"key": "abc", "x": math.pi})
-    assert store.get("abc") == {"key": "abc", "x": math.pi}
+    assert store.get("abc") is None, "a record without a status is incomplete"
 
 
 def test_run_with_one_step(tiny_data: DatasetSplits) -> None:
