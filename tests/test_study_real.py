@@ -84,7 +84,7 @@ def test_rerun_reuses_every_run(quick_study: Path, caplog: pytest.LogCaptureFixt
     assert code == 0
     after = {p.name: p.stat().st_mtime_ns for p in (quick_study / "runs").glob("*.json")}
     assert before == after
-    assert "0 to train" in caplog.text
+    assert "to train: 0" in caplog.text
 
 
 def test_report_rebuilds_from_results(quick_study: Path) -> None:

@@ -220,7 +220,7 @@ def execute_runs(
     records: dict[str, dict[str, Any]] = {}
     todo = [key for key in plan.runs if _stored(store, key) is None]
     log.info(
-        "%d runs planned, %d stored already, %d to train",
+        "runs planned: %d, stored already: %d, to train: %d",
         len(plan.runs),
         len(plan.runs) - len(todo),
         len(todo),
