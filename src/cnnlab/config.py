@@ -89,9 +89,9 @@ class SweepConfig:
     """Stride x kernel-size grid, applied to conv blocks of the baseline model.
 
     ``blocks`` lists the indices (from 0) of the blocks that the grid changes;
-    empty means every block. With ``replace_pooling`` a block whose stride is above 1 drops its max
-    pooling, since the strided convolution already downsamples; without it a
-    deep pooled model shrinks to zero size at stride 2.
+    empty means every block. With ``replace_pooling`` a block whose stride is
+    above 1 drops its max pooling, because the strided convolution already
+    downsamples. Without it a deep pooled model shrinks to zero size at stride 2.
     """
 
     enabled: bool = True

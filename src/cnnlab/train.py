@@ -236,9 +236,9 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one model and return its run record (see docs/results.md).
 
-    With ``stop_after`` the run pauses after that many epochs, leaving its
-    checkpoint, and returns a record with status ``stopped``; calling again
-    with the same checkpoint continues it.
+    With ``stop_after`` the run pauses after that many epochs and leaves its
+    checkpoint. It then returns a record with status ``stopped``, and a later
+    call with the same checkpoint continues the run.
     """
     device = config.device
     precision = resolve_precision(config.train, device)
