@@ -30,7 +30,15 @@ def model_specs(draw: st.DrawFn) -> ModelSpec:
             )
         )
     hidden = tuple(draw(st.lists(st.integers(1, 8), max_size=1)))
-    return ModelSpec(blocks=tuple(blocks), hidden=hidden)
+    return ModelSpec(
+        blocks=tuple(blocks),
+        hidden=hidden,
+        whiten_patch=draw(st.sampled_from([0, 2, 3])),
+        pool_before_norm=draw(st.booleans()),
+        global_pool=draw(st.sampled_from(["none", "max", "avg"])),
+        identity_init=draw(st.booleans()),
+        bn_scale=draw(st.booleans()),
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -50,8 +58,15 @@ def test_shape_arithmetic_matches_model(spec: ModelSpec, size: int) -> None:
     table = layer_table(spec, shape, 10)
     assert model(x).shape == (2, 10)
     assert sum(row.params for row in table) == sum(p.numel() for p in model.parameters())
-    conv_rows = [row for row in table if row.name.endswith(".conv")]
-    for row, fmap in zip(conv_rows, maps, strict=True):
+    # A block's map is its conv output, or its pooled output when pooling comes first.
+    shown = {}
+    for row in table:
+        block = row.name.split(".")[0]
+        if (row.name.endswith(".conv") and block.startswith("block")) or (
+            row.name.endswith(".pool") and spec.pool_before_norm
+        ):
+            shown[block] = row
+    for row, fmap in zip(shown.values(), maps, strict=True):
         assert list(row.output_shape) == list(fmap.shape[1:])
 
 

@@ -722,4 +722,3 @@ def test_cifar_pickle_runs_no_code(
     assert len(error_lines(err)) == 1, err
     assert not marker.exists(), "reading the batch ran code from it"
     assert not out.exists()
-

@@ -53,12 +53,18 @@ def fit_scaler(train_images: torch.Tensor, pre: Preprocess, *, zca_epsilon: floa
 
 
 def augment(
-    x: torch.Tensor, pre: Preprocess, generator: torch.Generator, *, background: float = 0.0
+    x: torch.Tensor,
+    pre: Preprocess,
+    generator: torch.Generator,
+    *,
+    background: float = 0.0,
+    flip_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Apply the training-time augmentations of ``pre`` to a batch [N, C, H, W].
 
     Every image gets its own random shift, flip and cutout, drawn from
-    ``generator`` so that a run is reproducible from its seed.
+    ``generator`` so that a run is reproducible from its seed. ``flip_mask``
+    (bool [N]) chooses the flipped images instead of a random draw.
     """
     n, _, height, width = x.shape
     if pre.translate > 0:
@@ -66,7 +72,7 @@ def augment(
     if pre.crop_padding > 0:
         x = _random_crop(F.pad(x, [pre.crop_padding] * 4, mode="reflect"), height, width, generator)
     if pre.flip:
-        flip = torch.rand(n, generator=generator) < 0.5
+        flip = torch.rand(n, generator=generator) < 0.5 if flip_mask is None else flip_mask
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     if pre.cutout > 0:
         x = _cutout(x, pre.cutout, generator)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 import cnnlab
 from cnnlab.config import RunConfig, TrainConfig, to_dict
 from cnnlab.data import DatasetSplits
-from cnnlab.models import CNN, build_model, layer_table, penalized_weights
+from cnnlab.models import CNN, build_model, layer_table, norm_biases, penalized_weights
 from cnnlab.preprocess import Scaler, augment, fit_scaler
 from cnnlab.store import atomic_torch_save
 
@@ -39,6 +39,8 @@ HIST_BINS = 50
 # A cross-entropy this many times that of uniform guessing (ln of the class count)
 # means the weights have blown up even if the float is still finite.
 DIVERGENCE_FACTOR = 100.0
+WHITEN_IMAGES = 5000  # training images whose patches set the whitening stem
+LOOKAHEAD_DECAY = 0.95  # per step; the pull every k steps is this to the power k, times (t/T)³
 CHECKPOINT_KEYS = {
     "model",
     "optimizer",
@@ -132,7 +134,12 @@ class PreparedData:
 
 
 def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[Any, Any]:
-    params = model.parameters()
+    biases = {id(p) for p in norm_biases(model)}
+    trained = [p for p in model.parameters() if p.requires_grad]
+    params: list[dict[str, Any]] = [
+        {"params": [p for p in trained if id(p) not in biases], "lr": train.lr},
+        {"params": [p for p in trained if id(p) in biases], "lr": train.lr * train.bias_lr_scale},
+    ]
     optimizer: torch.optim.Optimizer
     if train.optimizer == "sgd":
         optimizer = torch.optim.SGD(
@@ -164,9 +171,37 @@ def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[An
     return optimizer, scheduler
 
 
+def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Return the model's logits for x, averaged over the views of ``tta``.
+
+    flip: the image and its mirror. multicrop: those two with weight 1/2, and the
+    image shifted one pixel up-left and one pixel down-right, each with its mirror,
+    with weight 1/4 each (Jordan 2024).
+    """
+    if tta == "none":
+        return model(x).float()
+
+    def both(view: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (model(view).float() + model(view.flip(3)).float())
+
+    logits = both(x)
+    if tta == "multicrop":
+        height, width = x.shape[2:]
+        padded = F.pad(x, [1, 1, 1, 1], mode="reflect")
+        up_left = padded[:, :, :height, :width]
+        down_right = padded[:, :, 2 : height + 2, 2 : width + 2]
+        logits = 0.5 * logits + 0.25 * (both(up_left) + both(down_right))
+    return logits
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, precision: str
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: str,
+    precision: str,
+    tta: str = "none",
 ) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """Return mean cross-entropy, accuracy, predictions and confidences over (x, y)."""
     model.eval()
@@ -176,7 +211,7 @@ def evaluate(
         xb = x[i : i + EVAL_BATCH].to(device).contiguous(memory_format=torch.channels_last)
         yb = y[i : i + EVAL_BATCH].to(device)
         with autocast(device, precision):
-            logits = model(xb)
+            logits = tta_logits(model, xb, tta)
         logits = logits.float()
         total_loss += F.cross_entropy(logits, yb, reduction="sum").item()
         prob = logits.softmax(dim=1)
@@ -224,6 +259,54 @@ def l2_norm_sq(weights: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack([w.float().pow(2).sum() for w in weights]).sum()
 
 
+class Lookahead:
+    """Slow weights that the trained weights are pulled towards every ``every`` steps.
+
+    At step t of T the slow copy moves towards the current weights by 1 - d with
+    d = 0.95^every · (t/T)³, and the model then takes the slow values: no pull
+    early on, a strong average late in training (Zhang et al. 2019; Jordan 2024).
+    All floating-point state is averaged, batch-norm running statistics included.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int,
+        total_steps: int,
+        state: dict[str, torch.Tensor] | None,
+        *,
+        start_step: int = 0,
+    ) -> None:
+        self.every, self.total, self.count = every, total_steps, start_step
+        self.live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.slow: dict[str, torch.Tensor] = {}
+        if every:
+            self.slow = {k: v.detach().clone() for k, v in self.live.items()}
+            if state is not None:
+                for key, value in state.items():
+                    self.slow[key].copy_(value)
+
+    @torch.no_grad()
+    def _pull(self, decay: float) -> None:
+        for key, value in self.live.items():
+            slow = self.slow[key]
+            slow.lerp_(value, 1.0 - decay)
+            value.copy_(slow)
+
+    def step(self) -> None:
+        self.count += 1
+        if self.every and self.count % self.every == 0:
+            self._pull(LOOKAHEAD_DECAY**self.every * (self.count / self.total) ** 3)
+
+    def finish(self) -> None:
+        """End training on the slow weights."""
+        if self.every:
+            self._pull(1.0)
+
+    def state(self) -> dict[str, torch.Tensor] | None:
+        return self.slow if self.every else None
+
+
 def train_run(
     config: RunConfig,
     data: DatasetSplits,
@@ -255,11 +338,14 @@ def train_run(
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         model = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
+        if model.stem is not None:
+            model.stem.fit(prepared.train_x[:WHITEN_IMAGES])
         model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
         return model, optimizer, scheduler, generator
 
     model, optimizer, scheduler, generator = fresh_state()
+    slow_state: dict[str, torch.Tensor] | None = None
     history: list[dict[str, Any]] = []
     snapshots: list[dict[str, dict[str, Any]]] = [weight_summary(model)]
     status, diverged_epoch = "completed", None
@@ -275,17 +361,30 @@ def train_run(
             scheduler.load_state_dict(state["scheduler"])
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
+            slow_state = state.get("lookahead")
+            if train.lookahead_every and not isinstance(slow_state, dict):
+                raise ValueError("it lacks the Lookahead weights")
         except Exception as exc:  # a damaged checkpoint only costs the retraining
             log.warning(
                 "ignoring unusable checkpoint %s (%s); training from the start", checkpoint, exc
             )
             model, optimizer, scheduler, generator = fresh_state()
+            slow_state = None
         else:
             history = state["history"]
             snapshots = state["snapshots"]
             start_epoch = len(history)
             log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
     weights = penalized_weights(model)
+    lookahead = Lookahead(
+        model,
+        train.lookahead_every,
+        train.epochs * steps_per_epoch,
+        slow_state,
+        start_step=start_epoch * steps_per_epoch,
+    )
+    # Alternating flip: one fixed random choice per image, inverted in every odd epoch.
+    flip_first = torch.rand(n_train, generator=torch.Generator().manual_seed(config.seed + 1)) < 0.5
 
     bar = tqdm(
         total=train.epochs * steps_per_epoch,
@@ -305,8 +404,15 @@ def train_run(
         finite = True
         for i in range(0, n_train, train.batch_size):
             idx = order[i : i + train.batch_size]
+            flip_mask = None
+            if config.preprocess.alternate_flip:
+                flip_mask = flip_first[idx] ^ bool(epoch % 2)
             xb = augment(
-                prepared.train_x[idx], config.preprocess, generator, background=prepared.background
+                prepared.train_x[idx],
+                config.preprocess,
+                generator,
+                background=prepared.background,
+                flip_mask=flip_mask,
             )
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             yb = prepared.train_y[idx].to(device)
@@ -325,10 +431,13 @@ def train_run(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            lookahead.step()
             sum_ce += ce.item() * len(idx)
             sum_pen += penalty.item() * len(idx)
             correct += (logits.argmax(dim=1) == yb).sum().item()
             bar.update(1)
+        if finite and epoch + 1 == train.epochs:
+            lookahead.finish()
         epoch_time = time.perf_counter() - t0
         if not finite:
             status, diverged_epoch = "diverged", epoch + 1
@@ -391,6 +500,7 @@ def train_run(
                     "torch_rng": torch.get_rng_state(),
                     "history": history,
                     "snapshots": snapshots,
+                    "lookahead": lookahead.state(),
                 },
             )
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < train.epochs:
@@ -427,6 +537,7 @@ def _run_record(
     test_pred: torch.Tensor | None,
 ) -> dict[str, Any]:
     device = config.device
+    tta = config.train.tta
     input_shape = tuple(data.train_images.shape[1:])
     num_classes = len(data.classes)
     table = layer_table(config.model, input_shape, num_classes)  # type: ignore[arg-type]
@@ -451,8 +562,22 @@ def _run_record(
         _, final["train_clean_accuracy"], _, _ = evaluate(
             model, prepared.train_x[:n], prepared.train_y[:n], device, precision
         )
+        final["tta"] = tta
         pred = test_pred
-        if pred is None:
+        if tta != "none":
+            # The epoch rows stay single-view, so the curves compare like with like;
+            # the final figures are those of the test-time augmented predictions.
+            t0 = time.perf_counter()
+            final["val_accuracy_single_view"] = last["val_accuracy"]
+            final["test_accuracy_single_view"] = last["test_accuracy"]
+            final["val_loss"], final["val_accuracy"], _, _ = evaluate(
+                model, prepared.val_x, prepared.val_y, device, precision, tta
+            )
+            final["test_loss"], final["test_accuracy"], pred, _ = evaluate(
+                model, prepared.test_x, prepared.test_y, device, precision, tta
+            )
+            final["tta_time_s"] = time.perf_counter() - t0
+        elif pred is None:
             _, _, pred, _ = evaluate(model, prepared.test_x, prepared.test_y, device, precision)
         matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
         matrix.index_put_((prepared.test_y, pred), torch.ones_like(pred), accumulate=True)
