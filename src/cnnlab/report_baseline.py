@@ -28,7 +28,7 @@ from cnnlab.report_document import (
     seconds,
     shape_text,
 )
-from cnnlab.report_results import Cell, Study
+from cnnlab.report_results import Cell, Study, overfitting_gap
 
 # ---------------------------------------------------------------------------
 # 1. Architecture
@@ -192,12 +192,7 @@ def _training_sentences(study: Study, cell: Cell) -> list[str]:
         epochs = ", ".join(str(run.get("diverged_epoch")) for run in cell.diverged)
         return [f"Every baseline run diverged (in epoch {epochs}), so there are no final metrics."]
     sentences = []
-    gaps = [
-        run["final"]["train_clean_accuracy"] - run["final"]["val_accuracy"]
-        for run in cell.completed
-        if run["final"].get("train_clean_accuracy") is not None
-        and run["final"].get("val_accuracy") is not None
-    ]
+    gaps = [gap for run in cell.completed if (gap := overfitting_gap(run["final"])) is not None]
     if gaps:
         spread = "" if len(gaps) == 1 else f", range {points(min(gaps))} to {points(max(gaps))}"
         seeds = "one seed" if len(gaps) == 1 else f"mean over {len(gaps)} seeds"
@@ -206,6 +201,16 @@ def _training_sentences(study: Study, cell: Cell) -> list[str]:
             f"was {points(stats.mean(gaps))} ({seeds}{spread})."
         )
     sentences.append(_validation_trend(cell.completed))
+    tta_runs = [run for run in cell.completed if run["final"].get("tta", "none") != "none"]
+    if tta_runs:
+        single = [run["final"].get("test_accuracy_single_view") for run in tta_runs]
+        single_text = ", ".join(percent(value) for value in single)
+        sentences.append(
+            "The final validation and test accuracies average the predictions of several "
+            f"views of each image ({tta_runs[0]['final']['tta']} test-time augmentation); "
+            f"the same weights scored on the plain images reach {single_text} test accuracy, "
+            "the value the curves end at."
+        )
     budget = study.budget("baseline")
     time = cell.mean("train_time_s")
     rate = cell.mean("images_per_s")

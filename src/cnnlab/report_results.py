@@ -28,6 +28,13 @@ class Cell:
     keys: list[str]
     completed: list[dict[str, Any]]
     diverged: list[dict[str, Any]]
+    chance: float = 0.0  # accuracy of guessing the class at random
+
+    @property
+    def near_chance(self) -> bool:
+        """True when the mean test accuracy is below 1.5 times chance: the runs learned little."""
+        mean = self.mean("test_accuracy")
+        return mean is not None and self.chance > 0 and mean < 1.5 * self.chance
 
     def values(self, metric: str) -> list[float]:
         return [
@@ -55,6 +62,12 @@ class Cell:
         return stats.mean(values) if values else None
 
     def status_text(self) -> str:
+        if self.near_chance:
+            return (
+                f"completed but learned little: {100 * (self.mean('test_accuracy') or 0):.1f}% "
+                f"test accuracy is close to the {100 * self.chance:.0f}% of random guessing, "
+                "so its differences are not meaningful"
+            )
         if not self.diverged:
             return "completed"
         epochs = sorted({str(run.get("diverged_epoch")) for run in self.diverged})
@@ -65,14 +78,33 @@ class Cell:
         return f"{share} diverged ({where}), excluded from the means"
 
 
+def overfitting_gap(final: Mapping[str, Any]) -> float | None:
+    """Clean training accuracy minus validation accuracy, both single-view.
+
+    The training images are scored without test-time augmentation, so the
+    validation accuracy they are compared with is the single-view one too.
+    """
+    train = final.get("train_clean_accuracy")
+    val = final.get("val_accuracy_single_view", final.get("val_accuracy"))
+    if train is None or val is None:
+        return None
+    return float(train) - float(val)
+
+
 @dataclass(frozen=True)
 class Budget:
     epochs: int | None
     images: int
+    tta: str = "none"
 
     def text(self) -> str:
         unit = "epoch" if self.epochs == 1 else "epochs"
-        return f"{self.epochs} {unit} on {self.images:,} training images"
+        text = f"{self.epochs} {unit} on {self.images:,} training images"
+        if self.tta == "multicrop":
+            text += ", scored with multi-crop test-time augmentation"
+        elif self.tta == "flip":
+            text += ", scored with flip test-time augmentation"
+        return text
 
 
 class Study:
@@ -94,7 +126,7 @@ class Study:
         records = [self.runs[key] for key in keys]
         completed = [run for run in records if run["status"] == "completed"]
         diverged = [run for run in records if run["status"] != "completed"]
-        return Cell(list(keys), completed, diverged)
+        return Cell(list(keys), completed, diverged, 1 / len(self.classes) if self.classes else 0.0)
 
     def class_name(self, label: int | str) -> str:
         if isinstance(label, int) and 0 <= label < len(self.classes):
@@ -115,7 +147,9 @@ class Study:
                 budget = {"epochs": train["epochs"], "train_subset": train.get("train_subset")}
         subset = budget.get("train_subset")
         images = min(int(subset), self.n_train) if subset else self.n_train
-        return Budget(budget.get("epochs"), images)
+        keys = self.section_keys(section_name)
+        tta = self.runs[keys[0]]["config"]["train"].get("tta", "none") if keys else "none"
+        return Budget(budget.get("epochs"), images, tta)
 
     def section_keys(self, section_name: str) -> list[str]:
         """Return every run key a section names, in order, without repeats."""

@@ -34,7 +34,7 @@ from cnnlab.report_document import (
     seconds,
     shape_text,
 )
-from cnnlab.report_results import Cell, Study
+from cnnlab.report_results import Cell, Study, overfitting_gap
 
 # ---------------------------------------------------------------------------
 # Model selection
@@ -224,7 +224,13 @@ def _stride_kernel_points(study: Study, specs: Sequence[Mapping[str, Any]]) -> l
 def _compare_cells(study: Study, subject: str, before: Cell, after: Cell) -> str:
     a, b = before.values("test_accuracy"), after.values("test_accuracy")
     result = stats.compare_accuracies(a, b, study.n_test)
-    return change_sentence(subject, "test accuracy", stats.mean(a), stats.mean(b), result)
+    sentence = change_sentence(subject, "test accuracy", stats.mean(a), stats.mean(b), result)
+    if before.near_chance or after.near_chance:
+        sentence += (
+            " At least one side of this comparison is close to random guessing, "
+            "so the budget was too short to rank them."
+        )
+    return sentence
 
 
 def _stride_kernel_sentences(study: Study, specs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -356,12 +362,7 @@ def l2_section(study: Study) -> Section | None:
 
 
 def _gaps(cell: Cell) -> list[float]:
-    return [
-        run["final"]["train_clean_accuracy"] - run["final"]["val_accuracy"]
-        for run in cell.completed
-        if run["final"].get("train_clean_accuracy") is not None
-        and run["final"].get("val_accuracy") is not None
-    ]
+    return [gap for run in cell.completed if (gap := overfitting_gap(run["final"])) is not None]
 
 
 def _gap_text(cell: Cell) -> str:
@@ -500,6 +501,7 @@ PREPROCESS_DEFAULTS: dict[str, Any] = {
     "whiten": False,
     "crop_padding": 0,
     "flip": False,
+    "alternate_flip": False,
     "cutout": 0,
     "translate": 0,
 }

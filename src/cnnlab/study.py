@@ -91,7 +91,7 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
     if sweep.enabled:
         cells = []
         train = dataclasses.replace(
-            study.train, epochs=sweep.epochs, train_subset=sweep.train_subset
+            study.train, epochs=sweep.epochs, train_subset=sweep.train_subset, tta="none"
         )
         changed = set(sweep.blocks) if sweep.blocks else set(range(len(study.model.blocks)))
         for stride in sweep.strides:
@@ -138,7 +138,7 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
 
     if study.l2.enabled:
         train_base = dataclasses.replace(
-            study.train, epochs=study.l2.epochs, train_subset=study.l2.train_subset
+            study.train, epochs=study.l2.epochs, train_subset=study.l2.train_subset, tta="none"
         )
         cells = [
             {
@@ -160,36 +160,23 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
             study.train,
             epochs=study.preprocessing.epochs,
             train_subset=study.preprocessing.train_subset,
+            tta="none",
         )
+        # Each step adds one thing to the one before it, ending past the default recipe.
         full = study.preprocess
-        none = Preprocess(standardize=False)
+        std = Preprocess(standardize=True)
+        crop = dataclasses.replace(std, crop_padding=full.crop_padding or 2)
+        flip = dataclasses.replace(crop, flip=True)
+        alternate = dataclasses.replace(flip, alternate_flip=True)
+        cutout = dataclasses.replace(alternate, cutout=full.cutout or 8)
         steps = [
-            ("none", none),
-            ("standardization", Preprocess(standardize=True)),
-            ("+ random crop", Preprocess(standardize=True, crop_padding=full.crop_padding or 4)),
-            (
-                "+ horizontal flip",
-                Preprocess(standardize=True, crop_padding=full.crop_padding or 4, flip=True),
-            ),
-            (
-                "+ cutout (all augmentations)",
-                Preprocess(
-                    standardize=True,
-                    crop_padding=full.crop_padding or 4,
-                    flip=True,
-                    cutout=full.cutout or 8,
-                ),
-            ),
-            (
-                "all + ZCA whitening",
-                Preprocess(
-                    standardize=True,
-                    whiten=True,
-                    crop_padding=full.crop_padding or 4,
-                    flip=True,
-                    cutout=full.cutout or 8,
-                ),
-            ),
+            ("none", Preprocess(standardize=False)),
+            ("standardization", std),
+            ("+ random crop", crop),
+            ("+ random flip", flip),
+            ("+ alternating flip", alternate),
+            ("+ cutout", cutout),
+            ("+ ZCA whitening", dataclasses.replace(cutout, whiten=True)),
         ]
         sections["preprocessing"] = {
             "budget": _budget(study.preprocessing.epochs, study.preprocessing.train_subset),
@@ -247,14 +234,36 @@ def execute_runs(
     return records
 
 
-def _load_model(
+@dataclasses.dataclass
+class AnalysedModel:
+    """The baseline model with its scaled data and test predictions, shared by the analyses."""
+
+    config: RunConfig
+    key: str
+    model: torch.nn.Module
+    prepared: PreparedData
+    pred: torch.Tensor
+    conf: torch.Tensor
+
+
+def load_analysed_model(
     config: RunConfig, data: DatasetSplits, store: RunStore, key: str
-) -> torch.nn.Module:
+) -> AnalysedModel:
+    """Load the stored weights of run ``key`` and predict the test split once.
+
+    Predictions use the run's test-time augmentation, so they match its reported accuracy.
+    """
     model = build_model(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
     state = torch.load(store.weights_path(key), weights_only=True)
     model.load_state_dict(state)
     model = model.to(config.device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    return model.eval()
+    model.eval()
+    prepared = PreparedData(data, config)
+    precision = resolve_precision(config.train, config.device)
+    _, _, pred, conf = evaluate(
+        model, prepared.test_x, prepared.test_y, config.device, precision, config.train.tta
+    )
+    return AnalysedModel(config, key, model, prepared, pred, conf)
 
 
 def _examples(
@@ -272,15 +281,12 @@ def _examples(
 
 
 def analyse_predictions(
-    study: StudyConfig, config: RunConfig, key: str, data: DatasetSplits, store: RunStore
+    study: StudyConfig, analysed: AnalysedModel, data: DatasetSplits
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Pick correct, wrong and confidently wrong test images of the analysed model."""
-    model = _load_model(config, data, store, key)
-    prepared = PreparedData(data, config)
-    precision = resolve_precision(config.train, config.device)
-    _, _, pred, conf = evaluate(model, prepared.test_x, prepared.test_y, config.device, precision)
+    pred, conf = analysed.pred, analysed.conf
     right = pred == data.test_labels
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(analysed.config.seed)
     n = study.analysis.grid_images
     correct_idx = torch.nonzero(right).flatten()
     wrong_idx = torch.nonzero(~right).flatten()
@@ -296,7 +302,8 @@ def analyse_predictions(
         for c in range(len(data.classes))
     ]
     section = {
-        "run": key,
+        "run": analysed.key,
+        "tta": analysed.config.train.tta,
         "correct": _examples(correct_pick, data, pred, conf),
         "wrong": _examples(wrong_pick, data, pred, conf),
         "most_confident_wrong": _examples(confident, data, pred, conf),
@@ -314,11 +321,10 @@ def analyse_predictions(
 
 @torch.no_grad()
 def analyse_feature_maps(
-    study: StudyConfig, config: RunConfig, key: str, data: DatasetSplits, store: RunStore
+    study: StudyConfig, analysed: AnalysedModel, data: DatasetSplits
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Measure each conv block's maps over the test split and keep a few to draw."""
-    model = _load_model(config, data, store, key)
-    prepared = PreparedData(data, config)
+    config, model, prepared = analysed.config, analysed.model, analysed.prepared
     blocks = config.model.blocks
     active = [0.0] * len(blocks)
     mean = [0.0] * len(blocks)
@@ -335,7 +341,10 @@ def analyse_feature_maps(
             mean[b] += fmap.sum().item()
             count[b] += fmap.numel()
     table = layer_table(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
-    conv_rows = [row for row in table if row.name.endswith(".conv")]
+    conv_rows = [
+        row for row in table if row.name.startswith("block") and row.name.endswith(".conv")
+    ]
+    sizes = feature_map_sizes(config.model, INPUT_SHAPES[config.dataset])
     layers = []
     previous = None
     for b, row in enumerate(conv_rows):
@@ -344,7 +353,7 @@ def analyse_feature_maps(
             {
                 "name": row.name,
                 "channels": row.output_shape[0],
-                "spatial": list(row.output_shape[1:]),
+                "spatial": sizes[b],
                 "active_fraction": fraction,
                 "mean_activation": mean[b] / count[b],
                 "receptive_field": row.receptive_field,
@@ -354,13 +363,7 @@ def analyse_feature_maps(
         previous = fraction
 
     # One correctly classified image from each of the first few classes.
-    _, _, pred, _ = evaluate(
-        model,
-        prepared.test_x,
-        prepared.test_y,
-        config.device,
-        resolve_precision(config.train, config.device),
-    )
+    pred = analysed.pred
     samples: list[int] = []
     for c in range(len(data.classes)):
         hits = torch.nonzero((data.test_labels == c) & (pred == c)).flatten()
@@ -374,7 +377,7 @@ def analyse_feature_maps(
         arrays[f"feature_{b}"] = (
             fmap[:, : study.analysis.feature_channels].float().cpu().contiguous().numpy()
         )
-    return {"run": key, "sample_indices": samples, "layers": layers}, arrays
+    return {"run": analysed.key, "sample_indices": samples, "layers": layers}, arrays
 
 
 def preprocessing_stages(
@@ -452,13 +455,10 @@ def run_study(
     artifacts: dict[str, np.ndarray] = {}
     baseline_config = plan.runs[baseline_key]
     if records[baseline_key]["status"] == "completed":
-        sections["predictions"], arrays = analyse_predictions(
-            study, baseline_config, baseline_key, data, store
-        )
+        analysed = load_analysed_model(baseline_config, data, store, baseline_key)
+        sections["predictions"], arrays = analyse_predictions(study, analysed, data)
         artifacts.update(arrays)
-        sections["feature_maps"], arrays = analyse_feature_maps(
-            study, baseline_config, baseline_key, data, store
-        )
+        sections["feature_maps"], arrays = analyse_feature_maps(study, analysed, data)
         artifacts.update(arrays)
     else:
         log.warning(
