@@ -1,4 +1,4 @@
-"""Command line: ``cnnlab study``, ``cnnlab train`` and ``cnnlab report``.
+"""Command line: ``cnnlab study``, ``train``, ``report`` and ``bench``.
 
 This module only parses options and wires them to the study, training and
 report modules. Errors caused by input become one line on stderr and an exit
@@ -61,6 +61,12 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be a finite number")
     return value
+
+
+def _baseline(dataset: str, name: str) -> Any:
+    from cnnlab.config import default_study
+
+    return getattr(default_study(dataset).train, name)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -129,12 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("dataset", help="mnist or cifar10")
     train.add_argument("--out", metavar="DIR", help="run folder (default: runs/DATASET-train)")
     train.add_argument(
-        "--epochs", type=_positive_int, help="training epochs (default: the study's baseline)"
+        "--epochs",
+        type=_positive_int,
+        help="training epochs (default: the study's baseline, "
+        f"{_baseline('mnist', 'epochs')} for MNIST, {_baseline('cifar10', 'epochs')} for CIFAR-10)",
     )
-    train.add_argument("--lr", type=_finite_float, help="peak learning rate")
-    train.add_argument("--batch-size", type=_positive_int, help="images per training step")
     train.add_argument(
-        "--l2", type=_finite_float, help="α of the explicit penalty α·Σ‖w‖² (default: 0)"
+        "--lr",
+        type=_finite_float,
+        help="peak learning rate (default: the study's baseline, "
+        f"{_baseline('mnist', 'lr')} for MNIST, {_baseline('cifar10', 'lr')} for CIFAR-10)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="images per training step (default: the study's baseline, "
+        f"{_baseline('mnist', 'batch_size')} for MNIST, "
+        f"{_baseline('cifar10', 'batch_size')} for CIFAR-10)",
+    )
+    train.add_argument(
+        "--l2",
+        type=_finite_float,
+        help="α of the explicit penalty α·Σ‖w‖² (default: the study's baseline, "
+        f"{_baseline('mnist', 'l2')} for MNIST, {_baseline('cifar10', 'l2')} for CIFAR-10)",
     )
     train.add_argument("--quick", action="store_true", help="use the quick study's baseline budget")
     _common(train)
@@ -149,6 +172,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     report.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure time to target accuracy, throughput and hardware use",
+        description="Measure the matrix-product peak of this machine, then train each fixed "
+        "benchmark recipe once per seed and report its test accuracy (mean and range), "
+        "training time (evaluation excluded), images per second, FLOP/s against the peak "
+        "and peak memory.",
+    )
+    bench.add_argument(
+        "datasets",
+        nargs="*",
+        default=["mnist", "cifar10"],
+        metavar="DATASET",
+        help="mnist, cifar10 or both (default: both)",
+    )
+    bench.add_argument(
+        "--seeds", type=_positive_int, default=3, help="runs per recipe (default: 3)"
+    )
+    bench.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="autocast precision (default: auto, bf16 where the hardware runs it fast)",
+    )
+    bench.add_argument(
+        "--out", metavar="FILE", default=None, help="also write the results to this JSON file"
+    )
+    bench.add_argument(
+        "--quick", action="store_true", help="one short run per dataset, to check the setup"
+    )
+    bench.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache folder)",
+    )
+    bench.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train (default: auto)",
+    )
+    bench.add_argument("--seed", type=_nonneg_int, default=0, help="first random seed (default: 0)")
+    bench.add_argument("--quiet", action="store_true", help="print only warnings and the table")
+    bench.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     return parser
 
 
@@ -240,6 +308,37 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from cnnlab.bench import format_results, run_bench
+    from cnnlab.config import check_choice
+
+    for dataset in args.datasets:
+        check_choice("dataset", dataset, ("mnist", "cifar10"))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.is_dir():
+            raise ConfigError(
+                f"invalid --out {out}: it is a folder; give a file name ending in .json"
+            )
+        if out.suffix.lower() != ".json":
+            raise ConfigError(f"invalid --out {out}: give a file name ending in .json")
+    results = run_bench(
+        list(dict.fromkeys(args.datasets)),
+        seeds=args.seeds,
+        first_seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        data_dir=args.data_dir,
+        out=out,
+        quick=args.quick,
+        progress=not args.quiet,
+    )
+    print(format_results(results))
+    if out is not None:
+        print(f"results: {out}")
+    return 0
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -250,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.quiet)
     # SIGTERM ends the process like Ctrl-C; stored runs and checkpoints are already complete files.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    commands = {"study": _cmd_study, "train": _cmd_train, "report": _cmd_report}
+    commands = {
+        "study": _cmd_study,
+        "train": _cmd_train,
+        "report": _cmd_report,
+        "bench": _cmd_bench,
+    }
     try:
         # Log lines go through tqdm so that they do not break a progress bar in half.
         with logging_redirect_tqdm():

@@ -1,0 +1,246 @@
+"""``cnnlab bench``: time to a target test accuracy, throughput and hardware use.
+
+Each recipe is a fixed training budget, chosen in advance. The benchmark trains
+it once per seed and reports the final test accuracy, so no test-set result
+ever picks an epoch or a run. Time is the sum of the training epochs alone
+(augmentation included); the evaluation after each epoch, the test-time
+augmentation and data loading are excluded and reported apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.config import RunConfig, StudyConfig, default_study
+from cnnlab.data import load_dataset
+from cnnlab.store import atomic_write_json
+from cnnlab.train import environment, resolve_device, resolve_precision, train_run
+
+log = logging.getLogger(__name__)
+
+# Backward passes cost about twice the forward pass: one product for the input
+# gradient and one for the weight gradient of every layer.
+TRAIN_FLOPS_PER_FORWARD = 3
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    target: float  # test accuracy the recipe aims at
+    time_limit_s: float  # the training time the issue allows for it
+    config: RunConfig
+
+
+def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
+    """Return the benchmark recipes of ``dataset``; quick ones only test the code path."""
+    study = default_study(dataset)
+    base = _run_config(study, device)
+    if quick:
+        train = dataclasses.replace(base.train, epochs=1, train_subset=2000, tta="none")
+        return [Recipe(f"{dataset}-smoke", 0.0, math.inf, dataclasses.replace(base, train=train))]
+    if dataset == "mnist":
+        one = dataclasses.replace(base.train, epochs=1, batch_size=256, lr=0.2)
+        return [
+            Recipe("mnist-99.0", 0.990, 10.0, dataclasses.replace(base, train=one)),
+            Recipe("mnist-99.5", 0.995, 60.0, base),
+        ]
+    return [Recipe("cifar10-94", 0.940, 15 * 60.0, base)]
+
+
+def _run_config(study: StudyConfig, device: str) -> RunConfig:
+    return RunConfig(study.dataset, study.model, study.train, study.preprocess, study.seed, device)
+
+
+def matmul_peak(dtype: torch.dtype, device: str, size: int = 2048, seconds: float = 2.0) -> float:
+    """Return the best FLOP/s of repeated size x size matrix products in ``dtype``."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while True:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - t0
+        best = max(best, 2 * size**3 / elapsed)
+        if t0 > deadline:
+            return best
+
+
+def peak_memory_bytes(device: str) -> int:
+    if device == "cuda":
+        return int(torch.cuda.max_memory_allocated())
+    # ru_maxrss is in KiB on Linux: the resident peak of the whole process so far.
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def run_recipe(
+    recipe: Recipe, data: Any, seeds: list[int], *, progress: bool = True
+) -> dict[str, Any]:
+    """Train ``recipe`` once per seed and summarise accuracy, time and throughput."""
+    runs = []
+    for seed in seeds:
+        config = dataclasses.replace(recipe.config, seed=seed)
+        if config.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        record = train_run(config, data, progress=progress, label=f"{recipe.name} seed {seed}")
+        wall = time.perf_counter() - t0
+        final = record["final"]
+        if record["status"] != "completed":
+            runs.append({"seed": seed, "status": record["status"]})
+            continue
+        train_time = final["train_time_s"]
+        eval_time = sum(row["eval_time_s"] for row in record["history"])
+        train_flops = TRAIN_FLOPS_PER_FORWARD * final["flops"]
+        runs.append(
+            {
+                "seed": seed,
+                "status": "completed",
+                "test_accuracy": final["test_accuracy"],
+                "test_accuracy_single_view": final.get(
+                    "test_accuracy_single_view", final["test_accuracy"]
+                ),
+                "train_time_s": train_time,
+                "eval_time_s": eval_time + final.get("tta_time_s", 0.0),
+                "wall_time_s": wall,
+                "images_per_s": final["images_per_s"],
+                "train_flop_per_s": train_flops * final["images_per_s"],
+                "peak_memory_bytes": peak_memory_bytes(config.device),
+            }
+        )
+        log.info(
+            "%s seed %d: test %.2f%% after %.1f s of training (%.0f images/s)",
+            recipe.name,
+            seed,
+            100 * final["test_accuracy"],
+            train_time,
+            final["images_per_s"],
+        )
+    done = [run for run in runs if run["status"] == "completed"]
+    summary: dict[str, Any] = {
+        "recipe": recipe.name,
+        "dataset": recipe.config.dataset,
+        "target": recipe.target,
+        "time_limit_s": recipe.time_limit_s if math.isfinite(recipe.time_limit_s) else None,
+        "epochs": recipe.config.train.epochs,
+        "train_images": len(data.train_images)
+        if recipe.config.train.train_subset is None
+        else min(recipe.config.train.train_subset, len(data.train_images)),
+        "precision": resolve_precision(recipe.config.train, recipe.config.device),
+        "tta": recipe.config.train.tta,
+        "runs": runs,
+    }
+    if done:
+        acc = [run["test_accuracy"] for run in done]
+        times = [run["train_time_s"] for run in done]
+        summary.update(
+            accuracy_mean=statistics.fmean(acc),
+            accuracy_std=statistics.stdev(acc) if len(acc) > 1 else None,
+            accuracy_min=min(acc),
+            accuracy_max=max(acc),
+            train_time_mean_s=statistics.fmean(times),
+            train_time_max_s=max(times),
+            images_per_s_mean=statistics.fmean(run["images_per_s"] for run in done),
+            train_flop_per_s_mean=statistics.fmean(run["train_flop_per_s"] for run in done),
+            peak_memory_bytes=max(run["peak_memory_bytes"] for run in done),
+        )
+        summary["target_met"] = bool(
+            len(done) == len(runs)
+            and summary["accuracy_mean"] >= recipe.target
+            and summary["train_time_mean_s"] <= recipe.time_limit_s
+        )
+    else:
+        summary["target_met"] = False
+    return summary
+
+
+def run_bench(
+    datasets: list[str],
+    *,
+    seeds: int,
+    first_seed: int = 0,
+    device: str = "auto",
+    precision: str = "auto",
+    data_dir: str | Path | None = None,
+    out: Path | None = None,
+    quick: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure the machine's matrix-product peak, then every recipe of ``datasets``."""
+    device = resolve_device(device)
+    peaks = {
+        "fp32": matmul_peak(torch.float32, device),
+        "bf16": matmul_peak(torch.bfloat16, device),
+    }
+    log.info(
+        "matrix-product peak: fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s",
+        peaks["fp32"] / 1e9,
+        peaks["bf16"] / 1e9,
+    )
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "environment": environment(device, precision),
+        "matmul_peak_flop_per_s": peaks,
+        "timing": "train_time_s sums the training epochs only (augmentation included); "
+        "evaluation, test-time augmentation and data loading are excluded",
+        "recipes": [],
+    }
+    for dataset in datasets:
+        data = load_dataset(dataset, data_dir)
+        for recipe in recipes(dataset, device, quick=quick):
+            if precision != "auto":
+                train = dataclasses.replace(recipe.config.train, precision=precision)
+                recipe = dataclasses.replace(
+                    recipe, config=dataclasses.replace(recipe.config, train=train)
+                )
+            summary = run_recipe(
+                recipe, data, list(range(first_seed, first_seed + seeds)), progress=progress
+            )
+            peak = peaks["bf16" if summary["precision"] == "bf16" else "fp32"]
+            if "train_flop_per_s_mean" in summary:
+                summary["share_of_matmul_peak"] = summary["train_flop_per_s_mean"] / peak
+            results["recipes"].append(summary)
+            if out is not None:  # each finished recipe is kept even if a later one fails
+                atomic_write_json(out, results)
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """Return the benchmark as a plain-text table."""
+    peaks = results["matmul_peak_flop_per_s"]
+    lines = [
+        f"matrix-product peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, "
+        f"bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s",
+        "recipe        seeds  test acc mean (min-max)   train s  limit s  images/s  "
+        "GFLOP/s  of peak  memory MiB  target",
+    ]
+    for row in results["recipes"]:
+        if "accuracy_mean" not in row:
+            lines.append(f"{row['recipe']:<13} every run diverged")
+            continue
+        limit = "-" if row["time_limit_s"] is None else f"{row['time_limit_s']:.0f}"
+        met = "met" if row["target_met"] else "not met"
+        lines.append(
+            f"{row['recipe']:<13} {len(row['runs']):>5}  "
+            f"{100 * row['accuracy_mean']:6.2f}% "
+            f"({100 * row['accuracy_min']:.2f}-{100 * row['accuracy_max']:.2f})   "
+            f"{row['train_time_mean_s']:7.1f}  {limit:>7}  {row['images_per_s_mean']:8.0f}  "
+            f"{row['train_flop_per_s_mean'] / 1e9:7.0f}  {100 * row['share_of_matmul_peak']:6.1f}%  "
+            f"{row['peak_memory_bytes'] / 2**20:10.0f}  {met} ({100 * row['target']:.1f}%)"
+        )
+    lines.append(results["timing"])
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""``cnnlab bench``: recipes, summaries, bad options, and a short real-data run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import cnnlab.bench as bench
+from cnnlab.bench import Recipe, format_results, matmul_peak, recipes, run_bench
+from cnnlab.cli import main
+from cnnlab.config import RunConfig
+from conftest import make_splits, tiny_run
+from datafakes import real_data_dir
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bench", "mnsit"], "invalid dataset 'mnsit'"),
+        (["bench", "mnist", "--seeds", "0"], "invalid value 0: must be at least 1"),
+        (["bench", "mnist", "--out", "results.txt"], "give a file name ending in .json"),
+        (["bench", "mnist", "--precision", "fp8"], "invalid choice: 'fp8'"),
+    ],
+)
+def test_bad_bench_options_exit_2(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli([*args, "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bench_out_folder_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "x.json"
+    folder.mkdir()
+    code, _, err = run_cli(["bench", "mnist", "--out", str(folder)], capsys)
+    assert code == 2
+    assert "it is a folder" in err
+
+
+def test_matmul_peak_is_positive() -> None:
+    assert matmul_peak(torch.float32, "cpu", size=64, seconds=0.01) > 0
+
+
+def test_recipes_aim_at_the_issue_targets() -> None:
+    names = {r.name: r for r in recipes("mnist", "cpu") + recipes("cifar10", "cpu")}
+    assert names["mnist-99.0"].target == 0.990 and names["mnist-99.0"].time_limit_s == 10
+    assert names["mnist-99.5"].target == 0.995 and names["mnist-99.5"].time_limit_s == 60
+    assert names["cifar10-94"].target == 0.940 and names["cifar10-94"].time_limit_s == 900
+    # Model selection never sees the test set: every recipe has a fixed budget.
+    assert all(r.config.train.epochs >= 1 for r in names.values())
+
+
+def test_run_bench_summarises_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = make_splits()
+    config: RunConfig = tiny_run(epochs=3)
+    monkeypatch.setattr(bench, "load_dataset", lambda name, data_dir=None: data)
+    monkeypatch.setattr(
+        bench,
+        "recipes",
+        lambda dataset, device, quick=False: [Recipe("tiny", 0.5, 1e6, config)],
+    )
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: 1e12)
+    out = tmp_path / "bench.json"
+    results = run_bench(["mnist"], seeds=2, out=out, progress=False)
+    row = results["recipes"][0]
+    assert [run["seed"] for run in row["runs"]] == [0, 1]
+    accuracies = [run["test_accuracy"] for run in row["runs"]]
+    assert row["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
+    assert row["accuracy_min"] == min(accuracies)
+    assert row["train_time_mean_s"] > 0
+    flops = 3 * run_flops(config)
+    assert row["runs"][0]["train_flop_per_s"] == pytest.approx(
+        flops * row["runs"][0]["images_per_s"]
+    )
+    assert row["share_of_matmul_peak"] == pytest.approx(row["train_flop_per_s_mean"] / 1e12)
+    assert row["target_met"] == (row["accuracy_mean"] >= 0.5)
+    assert json.loads(out.read_text()) == results
+    table = format_results(results)
+    assert "tiny" in table and "evaluation" in table
+
+
+def test_unmet_target_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_splits()
+    config = tiny_run(epochs=1)
+    monkeypatch.setattr(bench, "load_dataset", lambda name, data_dir=None: data)
+    monkeypatch.setattr(
+        bench,
+        "recipes",
+        lambda dataset, device, quick=False: [Recipe("hard", 1.01, math.inf, config)],
+    )
+    results = run_bench(["mnist"], seeds=1, progress=False)
+    assert results["recipes"][0]["target_met"] is False
+    assert "not met" in format_results(results)
+
+
+def run_flops(config: RunConfig) -> int:
+    from cnnlab.models import layer_table
+
+    return sum(row.flops for row in layer_table(config.model, (1, 28, 28), 10))
+
+
+@pytest.mark.realdata
+def test_quick_bench_on_real_mnist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(
+        [
+            "bench",
+            "mnist",
+            "--quick",
+            "--seeds",
+            "1",
+            "--quiet",
+            "--data-dir",
+            str(real_data_dir()),
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    results = json.loads(out.read_text())
+    row = results["recipes"][0]
+    assert row["recipe"] == "mnist-smoke"
+    assert row["runs"][0]["status"] == "completed"
+    assert 0.5 < row["accuracy_mean"] <= 1.0
+    assert results["matmul_peak_flop_per_s"]["bf16"] > 0
+    assert "mnist-smoke" in stdout
+
+
+def test_recipe_configs_are_valid() -> None:
+    from cnnlab.config import validate_model, validate_preprocess, validate_train
+
+    for dataset, shape in (("mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))):
+        for recipe in recipes(dataset, "cpu") + recipes(dataset, "cpu", quick=True):
+            validate_model(recipe.config.model, shape)
+            validate_train(recipe.config.train)
+            validate_preprocess(recipe.config.preprocess, shape[-1])
+            assert dataclasses.replace(recipe.config, seed=3).seed == 3
