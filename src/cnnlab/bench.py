@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from cnnlab.config import RunConfig, StudyConfig, default_study
+from cnnlab.config import ConvBlock, ModelSpec, RunConfig, StudyConfig, default_study
 from cnnlab.data import load_dataset
 from cnnlab.store import atomic_write_json
 from cnnlab.train import environment, resolve_device, resolve_precision, train_run
@@ -49,10 +49,14 @@ def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
         train = dataclasses.replace(base.train, epochs=1, train_subset=2000, tta="none")
         return [Recipe(f"{dataset}-smoke", 0.0, math.inf, dataclasses.replace(base, train=train))]
     if dataset == "mnist":
-        one = dataclasses.replace(base.train, epochs=1, batch_size=256, lr=0.2)
+        # One epoch of a half-width model (16, 32, 64 channels) for 99.0%, and five of
+        # the study's baseline model for 99.5%.
+        small = ModelSpec(blocks=tuple(ConvBlock(c, pool=2) for c in (16, 32, 64)))
+        one = dataclasses.replace(base.train, epochs=1, batch_size=128, lr=0.1)
+        five = dataclasses.replace(base.train, epochs=5)
         return [
-            Recipe("mnist-99.0", 0.990, 10.0, dataclasses.replace(base, train=one)),
-            Recipe("mnist-99.5", 0.995, 60.0, base),
+            Recipe("mnist-99.0", 0.990, 10.0, dataclasses.replace(base, model=small, train=one)),
+            Recipe("mnist-99.5", 0.995, 60.0, dataclasses.replace(base, train=five)),
         ]
     return [Recipe("cifar10-94", 0.940, 15 * 60.0, base)]
 

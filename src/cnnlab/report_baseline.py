@@ -272,22 +272,30 @@ def weights_section(study: Study) -> Section | None:
         return None
 
     section = Section("Weights and biases", "weights")
+    # A tensor that never changed from one value (a frozen batch-norm scale of 1)
+    # would only add empty panels; the table below still lists it.
+    constant = [name for name, layer in layers.items() if not any(layer["std"])]
+    drawn = {name: layer for name, layer in layers.items() if name not in constant}
+    left_out = f"; left out as constant at every epoch: {', '.join(constant)}" if constant else ""
+    if not drawn:
+        drawn = layers
+        left_out = ""
     section.blocks.append(
         _figure(
             "weight_histograms",
             "Final values of every parameter tensor of the baseline (seed "
-            f"{run['config']['seed']}); weights blue, biases red",
+            f"{run['config']['seed']}); weights blue, biases red{left_out}",
             figures.plot_weight_histograms,
-            layers,
+            drawn,
         )
     )
     section.blocks.append(
         _figure(
             "weight_evolution",
-            "Quantiles of every parameter tensor against epoch (0 = initialisation)",
+            "Quantiles of every parameter tensor against epoch (0 = initialisation)" + left_out,
             figures.plot_weight_evolution,
             weights["epochs"],
-            layers,
+            drawn,
         )
     )
 

@@ -341,9 +341,13 @@ def analyse_feature_maps(
             mean[b] += fmap.sum().item()
             count[b] += fmap.numel()
     table = layer_table(config.model, INPUT_SHAPES[config.dataset], len(data.classes))
-    conv_rows = [
-        row for row in table if row.name.startswith("block") and row.name.endswith(".conv")
-    ]
+    # The row that describes each block's map: its conv, or its pool when pooling comes first.
+    conv_rows = []
+    for row in table:
+        if row.name.startswith("block") and row.name.endswith(".conv"):
+            conv_rows.append(row)
+        elif row.name.endswith(".pool") and config.model.pool_before_norm:
+            conv_rows[-1] = dataclasses.replace(row, name=conv_rows[-1].name)
     sizes = feature_map_sizes(config.model, INPUT_SHAPES[config.dataset])
     layers = []
     previous = None
