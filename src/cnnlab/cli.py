@@ -365,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cnnlab: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        # Start on a new line in case a progress bar was being drawn.
         print(
-            "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
+            ("\n" if sys.stderr.isatty() else "")
+            + "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
             file=sys.stderr,
         )
         return 130

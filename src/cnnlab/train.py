@@ -391,7 +391,8 @@ def train_run(
         initial=start_epoch * steps_per_epoch,
         desc=label or "train",
         unit="step",
-        disable=not progress,
+        # None: tqdm draws the bar only on a terminal, so redirected logs stay clean.
+        disable=None if progress else True,
         leave=False,
         dynamic_ncols=True,
     )

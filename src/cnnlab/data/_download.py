@@ -38,9 +38,15 @@ def download_file(urls: Sequence[str], target: Path, *, known_hash: str | None) 
         # requests' exceptions subclass OSError. pooch raises ValueError on a hash mismatch.
         except (OSError, ValueError) as error:
             logger.warning("download of %s failed: %s", url, error)
-            reason = " ".join(str(error).split())  # keeps the final message on one line
-            failures.append(f"{url}: {reason}")
+            failures.append(_short_reason(error))
             continue
         return Path(downloaded)
 
-    raise DownloadError("; ".join(failures))
+    # The full errors of each mirror are in the warnings above; the final message
+    # names the first failure briefly so that it stays one readable line.
+    raise DownloadError(f"all {len(urls)} mirrors failed, first with: {failures[0]}")
+
+
+def _short_reason(error: Exception, limit: int = 120) -> str:
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
