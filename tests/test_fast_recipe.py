@@ -260,3 +260,19 @@ def test_evaluate_with_tta_returns_valid_predictions(colour_data: DatasetSplits)
     assert loss > 0 and 0 <= accuracy <= 1
     assert pred.shape == colour_data.test_labels.shape
     assert ((conf > 0) & (conf <= 1)).all()
+
+
+@pytest.mark.slow
+def test_compiled_training_stores_plain_weights(colour_data: DatasetSplits, tmp_path: Path) -> None:
+    """torch.compile wraps only the training step; the stored weights load into a plain model."""
+    weights = tmp_path / "weights.pt"
+    record = train_run(
+        fast_run(epochs=1, compile=True, tta="none"),
+        colour_data,
+        progress=False,
+        weights_out=weights,
+    )
+    assert record["status"] == "completed"
+    state = torch.load(weights, weights_only=True)
+    assert not any(key.startswith("_orig_mod") for key in state)
+    build_model(FAST_MODEL, (3, 32, 32), 10).load_state_dict(state)

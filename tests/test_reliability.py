@@ -512,6 +512,21 @@ def test_out_is_existing_file(
     assert out.read_text() == "keep me\n"
 
 
+def test_out_folder_with_other_files_kept(
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder that is not a cnnlab run folder is left alone, so report.md is not overwritten."""
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "report.md").write_text("my own report\n")
+    code, err = run_cli(study_args(out, tiny_config), capsys)
+    assert code == 4, err
+    assert "already contains files that cnnlab did not write (such as report.md)" in err
+    assert len(error_lines(err)) == 1, err
+    assert (out / "report.md").read_text() == "my own report\n"
+    assert sorted(path.name for path in out.iterdir()) == ["report.md"]
+
+
 def test_out_file_rejected_before_data(
     tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -402,9 +402,25 @@ def preprocessing_stages(
 
 
 def check_output_path(out: Path) -> None:
-    """Reject an output path that cannot become a folder, without creating anything."""
+    """Reject an output path that cannot become a folder, without creating anything.
+
+    An existing folder is accepted only when it is empty or already a cnnlab run
+    folder (it has results.json or runs/), so a report never overwrites other files.
+    """
     if out.exists() and not out.is_dir():
         raise OutputError(f"output folder {out} is an existing file; choose another --out")
+    if out.is_dir() and not (out / "results.json").exists() and not (out / "runs").is_dir():
+        try:
+            other = next(out.iterdir(), None)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot read output folder {out}: {exc.strerror}; choose another --out"
+            ) from exc
+        if other is not None:
+            raise OutputError(
+                f"output folder {out} already contains files that cnnlab did not write "
+                f"(such as {other.name}); choose a new or empty --out folder"
+            )
     parent = out.absolute()
     while not parent.exists():
         parent = parent.parent

@@ -176,7 +176,7 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 
     flip: the image and its mirror. multicrop: those two with weight 1/2, and the
     image shifted one pixel up-left and one pixel down-right, each with its mirror,
-    with weight 1/4 each (Jordan 2024).
+    with weight 1/4 each (K. Jordan, arXiv:2404.00498, 2024).
     """
     if tta == "none":
         return model(x).float()
@@ -264,7 +264,7 @@ class Lookahead:
 
     At step t of T the slow copy moves towards the current weights by 1 - d with
     d = 0.95^every · (t/T)³, and the model then takes the slow values: no pull
-    early on, a strong average late in training (Zhang et al. 2019; Jordan 2024).
+    early on, a strong average late in training (K. Jordan, arXiv:2404.00498, 2024).
     All floating-point state is averaged, batch-norm running statistics included.
     """
 
@@ -376,6 +376,9 @@ def train_run(
             start_epoch = len(history)
             log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
     weights = penalized_weights(model)
+    # The compiled wrapper shares the model's parameters; checkpoints and evaluation
+    # keep using the plain module, so stored weights have the same names either way.
+    step_model = torch.compile(model) if train.compile else model
     lookahead = Lookahead(
         model,
         train.lookahead_every,
@@ -418,7 +421,7 @@ def train_run(
             xb = xb.to(device).contiguous(memory_format=torch.channels_last)
             yb = prepared.train_y[idx].to(device)
             with autocast(device, precision):
-                logits = model(xb)
+                logits = step_model(xb)
             ce = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
             loss = ce
             penalty = torch.zeros(())
