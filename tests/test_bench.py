@@ -160,3 +160,17 @@ def test_recipe_configs_are_valid() -> None:
             validate_train(recipe.config.train)
             validate_preprocess(recipe.config.preprocess, shape[-1])
             assert dataclasses.replace(recipe.config, seed=3).seed == 3
+
+
+def test_unwritable_out_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnnlab.errors import OutputError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    trained: list[str] = []
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: trained.append("peak") or 1.0)
+    with pytest.raises(OutputError):
+        run_bench(["mnist"], seeds=1, out=blocker / "b.json", progress=False)
+    assert trained == []

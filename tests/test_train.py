@@ -172,3 +172,17 @@ def test_one_cycle_schedule_shape() -> None:
     assert max(rates) == pytest.approx(1.0)
     assert rates == sorted(rates[:2]) + sorted(rates[2:], reverse=True)
     assert rates[-1] == pytest.approx(1 / 6)
+
+
+def test_damaged_weights_file_means_retraining(tmp_path: Path) -> None:
+    from cnnlab.study import _stored
+
+    store = RunStore(tmp_path)
+    record = {"key": "abc", "status": "completed"}
+    store.put("abc", record)
+    assert _stored(store, "abc") is None, "no weights file"
+    torch.save({"w": torch.zeros(2)}, store.weights_path("abc"))
+    assert _stored(store, "abc") == record
+    data = store.weights_path("abc").read_bytes()
+    store.weights_path("abc").write_bytes(data[: len(data) // 2])
+    assert _stored(store, "abc") is None, "truncated weights file"

@@ -317,7 +317,9 @@ def check_range(
     if not bad:
         return
     if low is not None and high is not None:
-        allowed = f"between {low} and {high}"
+        allowed = (
+            f"greater than {low} and at most {high}" if low_open else f"between {low} and {high}"
+        )
     elif low is not None:
         allowed = f"greater than {low}" if low_open else f"at least {low}"
     else:

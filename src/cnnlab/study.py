@@ -191,12 +191,16 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
 def _stored(store: RunStore, key: str) -> dict[str, Any] | None:
     """Return the stored record, or None if the run must be trained (again)."""
     stored = store.get(key)
-    if (
-        stored is not None
-        and stored["status"] == "completed"
-        and not store.weights_path(key).exists()
-    ):
-        return None  # the analyses need the weights
+    if stored is not None and stored["status"] == "completed":
+        # The analyses need the weights, so a missing or damaged file means retraining.
+        try:
+            state = torch.load(store.weights_path(key), weights_only=True)
+        except Exception as exc:  # a damaged file only costs the retraining
+            log.warning("run %s: unusable weights file (%s); training it again", key, exc)
+            return None
+        if not isinstance(state, dict):
+            log.warning("run %s: weights file holds no state dict; training it again", key)
+            return None
     return stored
 
 
