@@ -260,7 +260,7 @@ def test_prediction_discussion_from_confusion(cifar):
 def test_feature_map_discussion(mnist):
     text = section_text(markdown(mnist), "Feature maps")
     assert (
-        "Spatial size shrinks from the 28×28 input to 28×28 at block1.conv and 14×14 at block2.conv"
+        "The maps keep the input's 28×28 size at block1.conv and measure 14×14 at block2.conv"
         in text
     )
     assert "The active fraction falls from 55.00% at block1.conv to 43.00% at block2.conv" in text

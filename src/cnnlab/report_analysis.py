@@ -244,9 +244,15 @@ def feature_maps_section(study: Study) -> Section | None:
 def _feature_sentences(study: Study, layers: Sequence[Mapping[str, Any]]) -> list[str]:
     first, last = layers[0], layers[-1]
     input_size = shape_text(study.image_shape[1:])
+    if list(first["spatial"]) == list(study.image_shape[1:]):
+        start = f"The maps keep the input's {input_size} size at {first['name']}"
+    else:
+        start = (
+            f"The maps shrink from the {input_size} input to {shape_text(first['spatial'])} "
+            f"at {first['name']}"
+        )
     sentences = [
-        f"Spatial size shrinks from the {input_size} input to {shape_text(first['spatial'])} "
-        f"at {first['name']} and {shape_text(last['spatial'])} at {last['name']}, while the "
+        f"{start} and measure {shape_text(last['spatial'])} at {last['name']}, while the "
         f"channels go from {study.image_shape[0]} to {first['channels']} and then "
         f"{last['channels']}."
     ]
