@@ -57,7 +57,7 @@ def fast_run(**train_overrides: object) -> RunConfig:
 
 @pytest.fixture(scope="module")
 def colour_data() -> DatasetSplits:
-    """Classes told apart by colour, which survives flips, shifts and global pooling."""
+    """Classes that differ in colour, which survives flips, shifts and global pooling."""
     splits = make_splits(channels=3, size=32)
     generator = torch.Generator().manual_seed(5)
     palette = torch.randint(40, 216, (10, 3), generator=generator)
@@ -257,7 +257,8 @@ def test_evaluate_with_tta_returns_valid_predictions(colour_data: DatasetSplits)
     loss, accuracy, pred, conf = evaluate(
         model, x, colour_data.test_labels, "cpu", "fp32", "multicrop"
     )
-    assert loss > 0 and 0 <= accuracy <= 1
+    assert loss > 0
+    assert 0 <= accuracy <= 1
     assert pred.shape == colour_data.test_labels.shape
     assert ((conf > 0) & (conf <= 1)).all()
 

@@ -2,8 +2,8 @@
 
 Each recipe is a fixed training budget, chosen in advance. The benchmark trains
 it once per seed and reports the final test accuracy, so no test-set result
-ever picks an epoch or a run. Time is the sum of the training epochs alone
-(augmentation included); the evaluation after each epoch, the test-time
+ever picks an epoch or a run. Time is the sum of the training epochs alone,
+augmentation included. The evaluation after each epoch, the test-time
 augmentation and data loading are excluded and reported apart.
 """
 
