@@ -264,6 +264,8 @@ def test_evaluate_with_tta_returns_valid_predictions(colour_data: DatasetSplits)
 
 
 @pytest.mark.slow
+# torch.compile imports torch.jit code that warns about its own deprecation (torch 2.13).
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_compiled_training_stores_plain_weights(colour_data: DatasetSplits, tmp_path: Path) -> None:
     """torch.compile wraps only the training step; the stored weights load into a plain model."""
     weights = tmp_path / "weights.pt"
