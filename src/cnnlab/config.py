@@ -200,9 +200,10 @@ def default_model(dataset: str) -> ModelSpec:
             )
         )
 
-    # The network of Jordan's airbench94 (2024): a frozen 2x2 patch-whitening stem,
-    # then three stages of two GELU convolutions (64, 256, 256 channels); each stage
-    # pools after its first convolution. A global max pool feeds the classifier.
+    # The network of Jordan's airbench94 (arXiv:2404.00498, 2024): a frozen 2x2
+    # patch-whitening stem, then three stages of two GELU convolutions (64, 256, 256
+    # channels). Each stage pools after its first convolution, and a global max pool
+    # feeds the classifier.
     def gelu(channels: int, pool: int = 1) -> ConvBlock:
         return ConvBlock(channels, pool=pool, activation="gelu")
 

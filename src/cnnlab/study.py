@@ -199,7 +199,7 @@ def _stored(store: RunStore, key: str) -> dict[str, Any] | None:
             log.warning("run %s: unusable weights file (%s); training it again", key, exc)
             return None
         if not isinstance(state, dict):
-            log.warning("run %s: weights file holds no state dict; training it again", key)
+            log.warning("run %s: weights file contains no state dict; training it again", key)
             return None
     return stored
 

@@ -42,8 +42,8 @@ def download_file(urls: Sequence[str], target: Path, *, known_hash: str | None) 
             continue
         return Path(downloaded)
 
-    # The full errors of each mirror are in the warnings above; the final message
-    # names the first failure briefly so that it stays one readable line.
+    # The warnings above contain each mirror's full error. The final message names
+    # only the first failure, briefly, so that it stays one readable line.
     if len(failures) == 1:
         raise DownloadError(failures[0])
     raise DownloadError(f"all {len(urls)} mirrors failed, first with: {failures[0]}")
