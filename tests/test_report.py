@@ -379,6 +379,36 @@ def test_unknown_run_key_raises(tmp_path):
         write_report(tmp_path, broken, artifacts)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.update(runs=[]), "'runs' must be a JSON object, not an array"),
+        (lambda r: r.update(sections="none"), "'sections' must be a JSON object, not a string"),
+        (
+            lambda r: next(iter(r["runs"].values())).update(final=3),
+            "'final' must be a JSON object, not a number",
+        ),
+        (
+            lambda r: next(iter(r["runs"].values())).update(history={}),
+            "'history' must be a JSON array, not an object",
+        ),
+        (
+            lambda r: [run["final"].update(test_accuracy="high") for run in r["runs"].values()],
+            "holds a value of the wrong type or form",
+        ),
+    ],
+    ids=["runs-list", "sections-string", "final-number", "history-object", "accuracy-string"],
+)
+def test_wrong_value_types_raise(tmp_path, change, message):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    change(results)
+    atomic_write_json(tmp_path / "results.json", results)
+    np.savez(tmp_path / "artifacts.npz", **artifacts)
+    with pytest.raises(DataError, match=re.escape(message)):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.md").exists()
+
+
 def test_fixture_is_json_serializable():
     results, _ = fake_results.make_study("cifar10", seeds=3)
     text = json.dumps(results, allow_nan=False)

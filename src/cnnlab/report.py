@@ -93,6 +93,13 @@ def _required_arrays(sections: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "true or false"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")
+
+
 def check_results(
     results: Mapping[str, Any], artifacts: Mapping[str, np.ndarray], source: str
 ) -> None:
@@ -110,13 +117,28 @@ def check_results(
             f"{source} has schema {results['schema']!r}, but this cnnlab reads schema "
             f"{RESULTS_SCHEMA}; rebuild the report with the cnnlab version that wrote it"
         )
+    for key, kind in (("dataset", dict), ("runs", dict), ("sections", dict)):
+        if not isinstance(results[key], kind):
+            raise DataError(
+                f"{source}: '{key}' must be a JSON object, not {_json_type(results[key])}; {RERUN}"
+            )
     for key in DATASET_KEYS:
         if key not in results["dataset"]:
             raise DataError(f"{source} has no 'dataset.{key}' key; {RERUN}")
     for run_key, run in results["runs"].items():
+        if not isinstance(run, dict):
+            raise DataError(
+                f"{source}: run {run_key} must be a JSON object, not {_json_type(run)}; {RERUN}"
+            )
         for key in RUN_KEYS:
             if key not in run:
                 raise DataError(f"{source}: run {run_key} has no '{key}' key; {RERUN}")
+        for key, kind in (("config", dict), ("history", list), ("final", dict)):
+            if not isinstance(run[key], kind):
+                raise DataError(
+                    f"{source}: run {run_key} '{key}' must be a JSON "
+                    f"{'array' if kind is list else 'object'}, not {_json_type(run[key])}; {RERUN}"
+                )
     study = Study(results, artifacts)
     for name in results["sections"]:
         for run_key in study.section_keys(name):
@@ -260,6 +282,7 @@ def write_report(
     """
     run_dir = Path(run_dir)
     source = str(run_dir / "results.json")
+    from_disk = results is None
     if results is None:
         results = load_results(run_dir)
     if artifacts is None:
@@ -271,21 +294,27 @@ def write_report(
                 f"{RERUN}"
             )
         artifacts = load_artifacts(run_dir)
-    check_results(results, artifacts, source)
-
-    study = Study(results, artifacts)
-    sections = build_sections(study, run_dir)
-    title = f"cnnlab report: {study.dataset_name}"
-
     written: dict[str, Path] = {}
     images: dict[str, bytes] = {}
-    for section in sections:
-        for block in section.blocks:
-            if isinstance(block, FigureSpec):
-                path = run_dir / "figures" / f"{block.name}.png"
-                block.draw(path)
-                images[block.name] = path.read_bytes()
-                written[f"figures/{block.name}.png"] = path
+    try:
+        check_results(results, artifacts, source)
+        study = Study(results, artifacts)
+        title = f"cnnlab report: {study.dataset_name}"
+        sections = build_sections(study, run_dir)
+        for section in sections:
+            for block in section.blocks:
+                if isinstance(block, FigureSpec):
+                    path = run_dir / "figures" / f"{block.name}.png"
+                    block.draw(path)
+                    images[block.name] = path.read_bytes()
+                    written[f"figures/{block.name}.png"] = path
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if not from_disk:
+            raise  # the study's own results: a bug, not bad input
+        raise DataError(
+            f"{source} holds a value of the wrong type or form ({type(exc).__name__}: {exc}); "
+            f"{RERUN}"
+        ) from exc
     log.info("wrote %d figures to %s", len(images), run_dir / "figures")
 
     markdown_path = run_dir / "report.md"
