@@ -114,3 +114,20 @@ def test_read_config_errors(tmp_path: Path) -> None:
     other.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"use a .toml or .json file"):
         read_config_file(other)
+
+
+def test_missing_required_block_key_is_named() -> None:
+    with pytest.raises(
+        ConfigError, match=r"invalid model.blocks\[0\]: missing key 'channels'; add channels = "
+    ):
+        study_from_dict({"model": {"blocks": [{"kernel_size": 5}]}}, default_study("mnist"))
+
+
+def test_alternate_flip_needs_flip() -> None:
+    study = study_from_dict(
+        {"preprocess": {"flip": False, "alternate_flip": True}}, default_study("cifar10")
+    )
+    with pytest.raises(
+        ConfigError, match=r"preprocess.alternate_flip true: .*needs preprocess.flip"
+    ):
+        validate_study(study, INPUT_SHAPES["cifar10"])

@@ -615,7 +615,7 @@ def test_class_names_text_rejected(tmp_path: Path, text: str) -> None:
     with pytest.raises(DataError) as error:
         read_class_names(path, BINARY)
 
-    assert_data_error(error, path, "expected 10 distinct class names")
+    assert_data_error(error, path, "expected 10 distinct non-empty class names")
 
 
 def test_class_names_not_ascii(tmp_path: Path) -> None:

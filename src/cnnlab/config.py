@@ -393,6 +393,11 @@ def validate_preprocess(pre: Preprocess, image_size: int, where: str = "preproce
     check_range(f"{where}.translate", pre.translate, low=0, high=image_size // 2)
     check_range(f"{where}.crop_padding", pre.crop_padding, low=0, high=image_size // 2)
     check_range(f"{where}.cutout", pre.cutout, low=0, high=image_size)
+    if pre.alternate_flip and not pre.flip:
+        raise ConfigError(
+            f"invalid {where}.alternate_flip true: it sets which images flip, so it needs "
+            f"{where}.flip = true; set flip = true or alternate_flip = false"
+        )
 
 
 def validate_study(study: StudyConfig, input_shape: tuple[int, int, int]) -> None:
@@ -519,6 +524,8 @@ def from_dict(cls: Any, data: Any, where: str = "config", base: Any = None) -> A
                 values[f.name] = _convert(hints[f.name], data[f.name], sub)
         elif base_value is not dataclasses.MISSING:
             values[f.name] = base_value
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"invalid {where}: missing key '{f.name}'; add {f.name} = ...")
     try:
         return cls(**values)
     except TypeError as exc:

@@ -231,7 +231,8 @@ def read_class_names(path: Path, layout: Layout) -> tuple[tuple[str, ...], str]:
         if len(names) > 12:
             shown += ", ..."
         raise DataError(
-            f"{path}: expected {NUM_CLASSES} distinct class names, found {len(names)}: "
+            f"{path}: expected {NUM_CLASSES} distinct non-empty class names, found "
+            f"{len(set(names))} distinct among {len(names)}: "
             f"{shown}; {hint}"
         )
     return tuple(str(name) for name in names), sha256_hex(content)
