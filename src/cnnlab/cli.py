@@ -223,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("pooch").setLevel(level)
+    # pooch logs through its own logger object, not the one logging.getLogger("pooch") returns.
+    import pooch
+
+    pooch.get_logger().setLevel(level)
 
 
 def _load_study(args: argparse.Namespace) -> Any:
