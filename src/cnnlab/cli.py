@@ -69,16 +69,22 @@ def _baseline(dataset: str, name: str) -> Any:
     return getattr(default_study(dataset).train, name)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(
+    parser: argparse.ArgumentParser,
+    *,
+    config: bool = True,
+    quiet_help: str = "print only warnings and errors, no progress bars",
+) -> None:
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
         help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache "
         "folder); missing files are downloaded there",
     )
-    parser.add_argument(
-        "--config", metavar="FILE", help="TOML or JSON file overriding the default settings"
-    )
+    if config:
+        parser.add_argument(
+            "--config", metavar="FILE", help="TOML or JSON file overriding the default settings"
+        )
     parser.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),
@@ -88,9 +94,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=_nonneg_int, default=None, help="first random seed (default: 0)"
     )
-    parser.add_argument(
-        "--quiet", action="store_true", help="print only warnings and errors, no progress bars"
-    )
+    parser.add_argument("--quiet", action="store_true", help=quiet_help)
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
@@ -203,20 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--quick", action="store_true", help="one short run per dataset, to check the setup"
     )
-    bench.add_argument(
-        "--data-dir",
-        metavar="DIR",
-        help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache folder)",
-    )
-    bench.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to train (default: auto)",
-    )
-    bench.add_argument("--seed", type=_nonneg_int, default=0, help="first random seed (default: 0)")
-    bench.add_argument("--quiet", action="store_true", help="print only warnings and the table")
-    bench.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    _common(bench, config=False, quiet_help="print only warnings and the table")
     return parser
 
 
@@ -328,8 +319,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(
         list(dict.fromkeys(args.datasets)),
         seeds=args.seeds,
-        first_seed=args.seed,
-        device=args.device,
+        first_seed=0 if args.seed is None else args.seed,
+        device=args.device or "auto",
         precision=args.precision,
         data_dir=args.data_dir,
         out=out,
