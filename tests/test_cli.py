@@ -116,3 +116,17 @@ def test_help_names_units_and_defaults() -> None:
     assert "--seeds" in result.stdout
     assert "default: 1" in result.stdout
     assert "--data-dir" in result.stdout
+
+
+def test_quiet_silences_pooch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    import pooch
+
+    logger = pooch.get_logger()
+    before = logger.level
+    try:
+        run_cli(["report", str(tmp_path / "missing"), "--quiet"], capsys)
+        assert logger.level == logging.WARNING
+    finally:
+        logger.setLevel(before)
