@@ -199,7 +199,7 @@ def test_tta_on_symmetric_image_matches_single_view() -> None:
     x = torch.full((2, 3, 32, 32), 0.3)
     with torch.no_grad():
         plain = tta_logits(model, x, "none")
-        for mode in ("flip", "multicrop"):
+        for mode in ("flip", "multicrop", "shift"):
             assert torch.allclose(tta_logits(model, x, mode), plain, atol=1e-5)
 
 
@@ -209,6 +209,20 @@ def test_tta_averages_mirror_views() -> None:
     with torch.no_grad():
         expected = 0.5 * (model(x) + model(x.flip(3)))
         assert torch.allclose(tta_logits(model, x, "flip"), expected, atol=1e-5)
+
+
+def test_tta_shift_uses_no_mirror() -> None:
+    """Shifted views are weighted 1/2, 1/4, 1/4 and no view is mirrored."""
+    model = build_model(FAST_MODEL, (3, 32, 32), 10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    padded = torch.nn.functional.pad(x, [1, 1, 1, 1], mode="reflect")
+    with torch.no_grad():
+        expected = (
+            0.5 * model(x)
+            + 0.25 * model(padded[:, :, :32, :32])
+            + 0.25 * model(padded[:, :, 2:, 2:])
+        )
+        assert torch.allclose(tta_logits(model, x, "shift"), expected, atol=1e-5)
 
 
 def test_fast_recipe_learns_and_records_tta(colour_data: DatasetSplits) -> None:

@@ -26,7 +26,7 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 GLOBAL_POOLS = ("none", "max", "avg")
-TTA_MODES = ("none", "flip", "multicrop")
+TTA_MODES = ("none", "flip", "multicrop", "shift")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -106,7 +106,9 @@ class TrainConfig:
     # Lookahead: every k steps pull the weights towards a slow moving average of
     # themselves, more strongly late in training; 0 disables.
     lookahead_every: int = 0
-    tta: str = "none"  # test-time augmentation of the final evaluation: none, flip, multicrop
+    tta: str = (
+        "none"  # test-time augmentation of the final evaluation: none, flip, multicrop, shift
+    )
     # torch.compile the training forward and backward passes. The first steps then pay
     # a compile time of tens of seconds; on a 2-core CPU it gained nothing measurable.
     compile: bool = False

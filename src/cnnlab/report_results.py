@@ -104,6 +104,8 @@ class Budget:
             text += ", scored with multi-crop test-time augmentation"
         elif self.tta == "flip":
             text += ", scored with flip test-time augmentation"
+        elif self.tta == "shift":
+            text += ", scored with shifted-view test-time augmentation"
         return text
 
 

@@ -176,21 +176,24 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 
     flip: the image and its mirror. multicrop: those two with weight 1/2, and the
     image shifted one pixel up-left and one pixel down-right, each with its mirror,
-    with weight 1/4 each (K. Jordan, arXiv:2404.00498, 2024).
+    with weight 1/4 each (K. Jordan, arXiv:2404.00498, 2024). shift: multicrop
+    without the mirrors, for images whose mirror is another class (digits).
     """
     if tta == "none":
         return model(x).float()
 
-    def both(view: torch.Tensor) -> torch.Tensor:
+    def views(view: torch.Tensor) -> torch.Tensor:
+        if tta == "shift":
+            return model(view).float()
         return 0.5 * (model(view).float() + model(view.flip(3)).float())
 
-    logits = both(x)
-    if tta == "multicrop":
+    logits = views(x)
+    if tta in ("multicrop", "shift"):
         height, width = x.shape[2:]
         padded = F.pad(x, [1, 1, 1, 1], mode="reflect")
         up_left = padded[:, :, :height, :width]
         down_right = padded[:, :, 2 : height + 2, 2 : width + 2]
-        logits = 0.5 * logits + 0.25 * (both(up_left) + both(down_right))
+        logits = 0.5 * logits + 0.25 * (views(up_left) + views(down_right))
     return logits
 
 
