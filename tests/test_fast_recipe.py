@@ -8,48 +8,42 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnlab.config import ConvBlock, ModelSpec, Preprocess, RunConfig, TrainConfig
+from cnnlab.config import ConvBlock, ModelSpec, Preprocess, RunConfig, default_study
 from cnnlab.data import DatasetSplits
 from cnnlab.models import WhiteningStem, build_model, layer_table, norm_biases
 from cnnlab.preprocess import augment
 from cnnlab.train import Lookahead, evaluate, make_optimizer, train_run, tta_logits
 from conftest import make_splits
 
-FAST_MODEL = ModelSpec(
+# The default CIFAR-10 model and recipe, shrunk to three narrow blocks and batches of
+# 32 so that a run on tiny synthetic data takes seconds.
+CIFAR = default_study("cifar10")
+FAST_MODEL = dataclasses.replace(
+    CIFAR.model,
     blocks=(
         ConvBlock(8, pool=2, activation="gelu"),
         ConvBlock(8, activation="gelu"),
         ConvBlock(16, pool=2, activation="gelu"),
     ),
-    whiten_patch=2,
-    pool_before_norm=True,
-    global_pool="max",
-    logit_scale=1 / 9,
-    bn_scale=False,
-    bn_momentum=0.4,
-    identity_init=True,
 )
 
 
 def fast_run(**train_overrides: object) -> RunConfig:
-    train = TrainConfig(
+    train = dataclasses.replace(
+        CIFAR.train,
         epochs=3,
         batch_size=32,
         lr=0.5,
-        momentum=0.85,
-        label_smoothing=0.2,
         l2=5e-4,
         bias_lr_scale=8.0,
         lookahead_every=2,
-        tta="multicrop",
         precision="fp32",
     )
-    pre = Preprocess(crop_padding=2, flip=True, alternate_flip=True)
     return RunConfig(
         "cifar10",
         FAST_MODEL,
         dataclasses.replace(train, **train_overrides),
-        pre,
+        CIFAR.preprocess,
         seed=0,
         device="cpu",
     )
