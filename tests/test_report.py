@@ -394,7 +394,7 @@ def test_unknown_run_key_raises(tmp_path):
         ),
         (
             lambda r: [run["final"].update(test_accuracy="high") for run in r["runs"].values()],
-            "holds a value of the wrong type or form",
+            "contains an invalid value",
         ),
     ],
     ids=["runs-list", "sections-string", "final-number", "history-object", "accuracy-string"],

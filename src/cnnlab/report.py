@@ -312,7 +312,7 @@ def write_report(
         if not from_disk:
             raise  # the study's own results: a bug, not bad input
         raise DataError(
-            f"{source} holds a value of the wrong type or form ({type(exc).__name__}: {exc}); "
+            f"{source} contains an invalid value ({type(exc).__name__}: {exc}); "
             f"{RERUN}"
         ) from exc
     log.info("wrote %d figures to %s", len(images), run_dir / "figures")
