@@ -394,10 +394,31 @@ def test_unknown_run_key_raises(tmp_path):
         ),
         (
             lambda r: [run["final"].update(test_accuracy="high") for run in r["runs"].values()],
-            "contains an invalid value",
+            "failed to build the report from",
+        ),
+        (lambda r: r.update(sections=["predictions"]), "'sections' must be a JSON object"),
+        (lambda r: r["sections"].update(l2=3), "section 'l2' must be a JSON object, not a number"),
+        (lambda r: r.update(schema=True), "has schema True, but this cnnlab reads schema 1"),
+        (lambda r: r["dataset"].update(split=[1]), "'dataset.split' must be a JSON object"),
+        (lambda r: r["dataset"].update(image_shape=[1, 0, 0]), "failed to build the report"),
+        (
+            lambda r: r["sections"]["feature_maps"].update(layers=5),
+            "failed to build the report",
         ),
     ],
-    ids=["runs-list", "sections-string", "final-number", "history-object", "accuracy-string"],
+    ids=[
+        "runs-list",
+        "sections-string",
+        "final-number",
+        "history-object",
+        "accuracy-string",
+        "sections-list",
+        "section-number",
+        "schema-bool",
+        "split-list",
+        "zero-image-size",
+        "layers-number",
+    ],
 )
 def test_wrong_value_types_raise(tmp_path, change, message):
     results, artifacts = fake_results.make_study("mnist", seeds=1)
@@ -407,6 +428,19 @@ def test_wrong_value_types_raise(tmp_path, change, message):
     with pytest.raises(DataError, match=re.escape(message)):
         write_report(tmp_path)
     assert not (tmp_path / "report.md").exists()
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_json_number_raises(tmp_path, constant):
+    (tmp_path / "results.json").write_text(f'{{"schema": {constant}}}', encoding="utf-8")
+    with pytest.raises(DataError, match=f"{re.escape(constant)} is not a valid JSON number"):
+        write_report(tmp_path)
+
+
+def test_deeply_nested_json_raises(tmp_path):
+    (tmp_path / "results.json").write_text("[" * 200_000 + "]" * 200_000, encoding="utf-8")
+    with pytest.raises(DataError, match="is not valid results JSON"):
+        write_report(tmp_path)
 
 
 def test_fixture_is_json_serializable():

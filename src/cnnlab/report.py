@@ -35,6 +35,8 @@ RERUN = "rerun the study to rewrite it"
 REQUIRED_KEYS = ("schema", "study", "dataset", "runs", "sections")
 DATASET_KEYS = ("name", "classes", "image_shape", "split")
 RUN_KEYS = ("config", "status", "history", "final")
+DATASET_TYPES = {"name": str, "classes": list, "image_shape": list, "split": dict}
+RUN_TYPES = {"config": dict, "history": list, "final": dict}
 
 
 def load_results(run_dir: Path) -> dict[str, Any]:
@@ -49,14 +51,22 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"failed to read {path}: {exc}; {RERUN}") from exc
     try:
-        results = json.loads(text)
+        results = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {RERUN}"
         ) from exc
+    except (ValueError, RecursionError) as exc:
+        # Non-finite numbers, integers too long to convert, or nesting too deep to parse.
+        raise DataError(f"{path} is not valid results JSON ({exc}); {RERUN}") from exc
     if not isinstance(results, dict):
         raise DataError(f"{path} must contain a JSON object, not {type(results).__name__}; {RERUN}")
     return results
+
+
+def _reject_constant(name: str) -> Any:
+    # cnnlab writes NaN and infinity as null, so these constants mean an edited file.
+    raise ValueError(f"{name} is not a valid JSON number")
 
 
 def load_artifacts(run_dir: Path) -> dict[str, np.ndarray]:
@@ -88,8 +98,9 @@ def _required_arrays(sections: Mapping[str, Any]) -> list[str]:
                 names.append(array)
     if "feature_maps" in sections:
         names.append("feature_input")
-        layers = sections["feature_maps"].get("layers") or []
-        names += [f"feature_{index}" for index in range(len(layers))]
+        layers = sections["feature_maps"].get("layers")
+        if isinstance(layers, list):
+            names += [f"feature_{index}" for index in range(len(layers))]
     return names
 
 
@@ -100,45 +111,56 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
+def check_structure(results: Mapping[str, Any], source: str) -> None:
+    """Raise DataError naming ``source`` unless the results have the keys and types it reads.
+
+    Checks the top-level, dataset and run-record keys, the schema version, and
+    that each value the report indexes is an object or array as expected.
+    """
+    for key in REQUIRED_KEYS:
+        if key not in results:
+            raise DataError(f"{source} has no '{key}' key; {RERUN}")
+    # type() rather than isinstance: true is a bool, and True == 1 in Python.
+    if type(results["schema"]) is not int or results["schema"] != RESULTS_SCHEMA:
+        raise DataError(
+            f"{source} has schema {results['schema']!r}, but this cnnlab reads schema "
+            f"{RESULTS_SCHEMA}; rebuild the report with the cnnlab version that wrote it"
+        )
+    for key in ("dataset", "runs", "sections"):
+        _check_type(results[key], dict, f"'{key}'", source)
+    dataset = results["dataset"]
+    for key in DATASET_KEYS:
+        if key not in dataset:
+            raise DataError(f"{source} has no 'dataset.{key}' key; {RERUN}")
+    for key, kind in DATASET_TYPES.items():
+        _check_type(dataset[key], kind, f"'dataset.{key}'", source)
+    for name, section in results["sections"].items():
+        _check_type(section, dict, f"section '{name}'", source)
+    for run_key, run in results["runs"].items():
+        _check_type(run, dict, f"run {run_key}", source)
+        for key in RUN_KEYS:
+            if key not in run:
+                raise DataError(f"{source}: run {run_key} has no '{key}' key; {RERUN}")
+        for key, kind in RUN_TYPES.items():
+            _check_type(run[key], kind, f"run {run_key} '{key}'", source)
+
+
+def _check_type(value: Any, kind: type, what: str, source: str) -> None:
+    if not isinstance(value, kind):
+        expected = {dict: "a JSON object", list: "a JSON array", str: "a string"}[kind]
+        raise DataError(f"{source}: {what} must be {expected}, not {_json_type(value)}; {RERUN}")
+
+
 def check_results(
     results: Mapping[str, Any], artifacts: Mapping[str, np.ndarray], source: str
 ) -> None:
     """Raise DataError naming ``source`` unless the results have what the report reads.
 
-    Checks the top-level and dataset keys, the schema version, each run
-    record's keys, that every run key a section names exists, and that the
-    arrays the prediction and feature-map sections draw are present.
+    Runs check_structure, then checks that every run key a section names
+    exists and that the arrays the prediction and feature-map sections draw
+    are present.
     """
-    for key in REQUIRED_KEYS:
-        if key not in results:
-            raise DataError(f"{source} has no '{key}' key; {RERUN}")
-    if results["schema"] != RESULTS_SCHEMA:
-        raise DataError(
-            f"{source} has schema {results['schema']!r}, but this cnnlab reads schema "
-            f"{RESULTS_SCHEMA}; rebuild the report with the cnnlab version that wrote it"
-        )
-    for key, kind in (("dataset", dict), ("runs", dict), ("sections", dict)):
-        if not isinstance(results[key], kind):
-            raise DataError(
-                f"{source}: '{key}' must be a JSON object, not {_json_type(results[key])}; {RERUN}"
-            )
-    for key in DATASET_KEYS:
-        if key not in results["dataset"]:
-            raise DataError(f"{source} has no 'dataset.{key}' key; {RERUN}")
-    for run_key, run in results["runs"].items():
-        if not isinstance(run, dict):
-            raise DataError(
-                f"{source}: run {run_key} must be a JSON object, not {_json_type(run)}; {RERUN}"
-            )
-        for key in RUN_KEYS:
-            if key not in run:
-                raise DataError(f"{source}: run {run_key} has no '{key}' key; {RERUN}")
-        for key, kind in (("config", dict), ("history", list), ("final", dict)):
-            if not isinstance(run[key], kind):
-                raise DataError(
-                    f"{source}: run {run_key} '{key}' must be a JSON "
-                    f"{'array' if kind is list else 'object'}, not {_json_type(run[key])}; {RERUN}"
-                )
+    check_structure(results, source)
     study = Study(results, artifacts)
     for name in results["sections"]:
         for run_key in study.section_keys(name):
@@ -285,9 +307,10 @@ def write_report(
     from_disk = results is None
     if results is None:
         results = load_results(run_dir)
+    check_structure(results, source)
     if artifacts is None:
         artifacts_path = run_dir / "artifacts.npz"
-        needed = _required_arrays(results.get("sections") or {})
+        needed = _required_arrays(results["sections"])
         if needed and not artifacts_path.exists():
             raise DataError(
                 f"{artifacts_path} not found, but the report draws its arrays ({needed[0]}, ...); "
@@ -308,12 +331,14 @@ def write_report(
                     block.draw(path)
                     images[block.name] = path.read_bytes()
                     written[f"figures/{block.name}.png"] = path
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
         if not from_disk:
             raise  # the study's own results: a bug, not bad input
+        # An edited file is the likely cause, but a bug in cnnlab reads the same here.
         raise DataError(
-            f"{source} contains an invalid value ({type(exc).__name__}: {exc}); "
-            f"{RERUN}"
+            f"failed to build the report from {source} ({type(exc).__name__}: {exc}); "
+            f"if the file was edited, {RERUN}; otherwise rerun with --debug and report the "
+            "traceback"
         ) from exc
     log.info("wrote %d figures to %s", len(images), run_dir / "figures")
 
