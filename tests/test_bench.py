@@ -175,6 +175,20 @@ def test_unwritable_out_fails_before_training(
     blocker.write_text("")
     trained: list[str] = []
     monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: trained.append("peak") or 1.0)
-    with pytest.raises(OutputError):
+    with pytest.raises(OutputError, match="is a file, not a folder"):
         run_bench(["mnist"], seeds=1, out=blocker / "b.json", progress=False)
     assert trained == []
+
+
+def test_existing_out_kept_until_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "mine.json"
+    out.write_text('{"mine": 1}')
+
+    def interrupt(dtype: object, device: object) -> float:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "matmul_peak", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(["mnist"], seeds=1, out=out, progress=False)
+    assert out.read_text() == '{"mine": 1}'
+    assert [path.name for path in tmp_path.iterdir()] == ["mine.json"]

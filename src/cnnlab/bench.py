@@ -23,7 +23,7 @@ import torch
 
 from cnnlab.config import ConvBlock, ModelSpec, RunConfig, StudyConfig, default_study
 from cnnlab.data import load_dataset
-from cnnlab.store import atomic_write_json
+from cnnlab.store import atomic_write_json, check_writable
 from cnnlab.train import environment, resolve_device, resolve_precision, train_run
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,9 @@ def run_bench(
     """Measure the machine's matrix-product peak, then every recipe of ``datasets``."""
     device = resolve_device(device)
     if out is not None:
-        # Fail before any training when the results could not be saved.
-        atomic_write_json(out, {"status": "running"})
+        # Fail before any training when the results could not be saved, but keep an
+        # existing file until the new results replace it.
+        check_writable(out)
     peaks = {
         "fp32": matmul_peak(torch.float32, device),
         "bf16": matmul_peak(torch.bfloat16, device),

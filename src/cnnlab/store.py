@@ -41,6 +41,25 @@ def run_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def check_writable(path: Path) -> None:
+    """Raise OutputError unless a file can be created beside ``path``; an existing file is kept."""
+    path = Path(path)
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputError(
+                    f"cannot write {path}: {folder} is a file, not a folder; choose another path"
+                )
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}; choose another path") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
