@@ -10,6 +10,7 @@ freed once the function returns. Files are written atomically.
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cnnlab.store import atomic_write_bytes
+
+# matplotlib logs a warning each time a requested font family (such as STIXGeneral for
+# mathtext) is missing and it falls back to DejaVu Sans. The fallback is expected on a
+# plain install, and those lines would break --quiet, so only errors pass.
+logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 DPI = 110
 # Tableau 10, matplotlib's default cycle, named so that one metric keeps its
