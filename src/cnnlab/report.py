@@ -54,7 +54,7 @@ def load_results(run_dir: Path) -> dict[str, Any]:
         results = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise DataError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}); {RERUN}"
+            f"{path} is not valid JSON ({exc.msg}, line {exc.lineno} column {exc.colno}); {RERUN}"
         ) from exc
     except (ValueError, RecursionError) as exc:
         # Non-finite numbers, integers too long to convert, or nesting too deep to parse.
