@@ -145,10 +145,10 @@ def check_structure(results: Mapping[str, Any], source: str) -> None:
             _check_type(run[key], kind, f"run {run_key} '{key}'", source)
 
 
-def _check_type(value: Any, kind: type, what: str, source: str) -> None:
+def _check_type(value: Any, kind: type, field: str, source: str) -> None:
     if not isinstance(value, kind):
         expected = {dict: "a JSON object", list: "a JSON array", str: "a string"}[kind]
-        raise DataError(f"{source}: {what} must be {expected}, not {_json_type(value)}; {RERUN}")
+        raise DataError(f"{source}: {field} must be {expected}, not {_json_type(value)}; {RERUN}")
 
 
 def check_results(
