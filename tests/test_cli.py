@@ -130,3 +130,40 @@ def test_quiet_silences_pooch(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert logger.level == logging.WARNING
     finally:
         logger.setLevel(before)
+
+
+def test_bench_interrupt_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cnnlab import bench
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench, "run_bench", interrupt)
+    code, err = run_cli(["bench", "mnist", "--quiet"], capsys)
+    assert code == 130
+    assert "rerun the bench to measure again" in err
+    assert "finished runs are stored" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["study", "mnist", "--data-dir", ""],
+        ["study", "mnist", "--out", ""],
+        ["train", "mnist", "--out", " "],
+        ["bench", "mnist", "--data-dir", ""],
+    ],
+)
+def test_empty_folder_exits_2(
+    args: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    assert "invalid empty folder name" in err
+    assert list(tmp_path.iterdir()) == []

@@ -41,6 +41,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _folder(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("invalid empty folder name: give a path such as ./data")
+    return text
+
+
 def _nonneg_int(text: str) -> int:
     try:
         value = int(text)
@@ -78,6 +84,7 @@ def _common(
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
+        type=_folder,
         help="folder with the dataset files (default: $CNNLAB_DATA, else a per-user cache "
         "folder); missing files are downloaded there",
     )
@@ -121,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument(
         "--out",
         metavar="DIR",
+        type=_folder,
         help="run folder (default: runs/DATASET, or runs/DATASET-quick with --quick)",
     )
     study.add_argument(
@@ -137,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one model with the study's baseline settings and print its metrics.",
     )
     train.add_argument("dataset", help="mnist or cifar10")
-    train.add_argument("--out", metavar="DIR", help="run folder (default: runs/DATASET-train)")
+    train.add_argument(
+        "--out", metavar="DIR", type=_folder, help="run folder (default: runs/DATASET-train)"
+    )
     train.add_argument(
         "--epochs",
         type=_positive_int,
@@ -362,7 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         # Start on a new line in case a progress bar was being drawn.
         print(
             ("\n" if sys.stderr.isatty() else "")
-            + "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
+            + (
+                "cnnlab: interrupted; nothing was written, rerun the bench to measure again"
+                if args.command == "bench"
+                else "cnnlab: interrupted; finished runs are stored, rerun the same command to resume"
+            ),
             file=sys.stderr,
         )
         return 130
