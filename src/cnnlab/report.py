@@ -147,20 +147,20 @@ def check_structure(results: Mapping[str, Any], source: str) -> None:
 
 def _check_type(value: Any, kind: type, field: str, source: str) -> None:
     if not isinstance(value, kind):
-        expected = {dict: "a JSON object", list: "a JSON array", str: "a string"}[kind]
+        names: dict[type, str] = {dict: "a JSON object", list: "a JSON array", str: "a string"}
+        expected = names[kind]
         raise DataError(f"{source}: {field} must be {expected}, not {_json_type(value)}; {RERUN}")
 
 
-def check_results(
+def check_references(
     results: Mapping[str, Any], artifacts: Mapping[str, np.ndarray], source: str
 ) -> None:
-    """Raise DataError naming ``source`` unless the results have what the report reads.
+    """Raise DataError naming ``source`` unless every run and array the sections name exists.
 
-    Runs check_structure, then checks that every run key a section names
-    exists and that the arrays the prediction and feature-map sections draw
-    are present.
+    Expects results that passed check_structure. Checks that every run key a
+    section names is in "runs" and that the arrays the prediction and
+    feature-map sections draw are present.
     """
-    check_structure(results, source)
     study = Study(results, artifacts)
     for name in results["sections"]:
         for run_key in study.section_keys(name):
@@ -320,7 +320,7 @@ def write_report(
     written: dict[str, Path] = {}
     images: dict[str, bytes] = {}
     try:
-        check_results(results, artifacts, source)
+        check_references(results, artifacts, source)
         study = Study(results, artifacts)
         title = f"cnnlab report: {study.dataset_name}"
         sections = build_sections(study, run_dir)
