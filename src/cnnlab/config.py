@@ -106,9 +106,8 @@ class TrainConfig:
     # Lookahead: every k steps pull the weights towards a slow moving average of
     # themselves, more strongly late in training; 0 disables.
     lookahead_every: int = 0
-    tta: str = (
-        "none"  # test-time augmentation of the final evaluation: none, flip, multicrop, shift
-    )
+    # Test-time augmentation of the final evaluation: none, flip, multicrop or shift.
+    tta: str = "none"
     # torch.compile the training forward and backward passes. The first steps then pay
     # a compile time of tens of seconds; on a 2-core CPU it gained nothing measurable.
     compile: bool = False

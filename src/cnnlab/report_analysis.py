@@ -245,14 +245,14 @@ def _feature_sentences(study: Study, layers: Sequence[Mapping[str, Any]]) -> lis
     first, last = layers[0], layers[-1]
     input_size = shape_text(study.image_shape[1:])
     if list(first["spatial"]) == list(study.image_shape[1:]):
-        start = f"The maps keep the input's {input_size} size at {first['name']}"
+        size_clause = f"The maps keep the input's {input_size} size at {first['name']}"
     else:
-        start = (
+        size_clause = (
             f"The maps shrink from the {input_size} input to {shape_text(first['spatial'])} "
             f"at {first['name']}"
         )
     sentences = [
-        f"{start} and measure {shape_text(last['spatial'])} at {last['name']}, while the "
+        f"{size_clause} and measure {shape_text(last['spatial'])} at {last['name']}, while the "
         f"channels go from {study.image_shape[0]} to {first['channels']} and then "
         f"{last['channels']}."
     ]

@@ -182,18 +182,18 @@ def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
     if tta == "none":
         return model(x).float()
 
-    def views(view: torch.Tensor) -> torch.Tensor:
+    def view_logits(view: torch.Tensor) -> torch.Tensor:
         if tta == "shift":
             return model(view).float()
         return 0.5 * (model(view).float() + model(view.flip(3)).float())
 
-    logits = views(x)
+    logits = view_logits(x)
     if tta in ("multicrop", "shift"):
         height, width = x.shape[2:]
         padded = F.pad(x, [1, 1, 1, 1], mode="reflect")
         up_left = padded[:, :, :height, :width]
         down_right = padded[:, :, 2 : height + 2, 2 : width + 2]
-        logits = 0.5 * logits + 0.25 * (views(up_left) + views(down_right))
+        logits = 0.5 * logits + 0.25 * (view_logits(up_left) + view_logits(down_right))
     return logits
 
 
