@@ -245,6 +245,21 @@ def test_fast_recipe_resume_matches_uninterrupted(
     assert resumed["confusion"] == full["confusion"]
 
 
+@pytest.mark.parametrize("bias_epochs", [0, 1])
+def test_whitening_bias_trains_only_in_its_epochs(
+    colour_data: DatasetSplits, tmp_path: Path, bias_epochs: int
+) -> None:
+    """With whiten_bias_epochs = 1 the stem's bias stops changing after epoch 1; 0 trains it on."""
+    config = fast_run(whiten_bias_epochs=bias_epochs, lookahead_every=0)
+    checkpoint, weights = tmp_path / "ckpt.pt", tmp_path / "weights.pt"
+    train_run(config, colour_data, progress=False, checkpoint=checkpoint, stop_after=1)
+    after_one = torch.load(checkpoint, weights_only=True)["model"]["stem.conv.bias"]
+    assert after_one.abs().sum() > 0  # it starts at zero, so it trained in epoch 1
+    train_run(config, colour_data, progress=False, checkpoint=checkpoint, weights_out=weights)
+    final = torch.load(weights, weights_only=True)["stem.conv.bias"]
+    assert torch.equal(final, after_one) == (bias_epochs == 1)
+
+
 def test_checkpoint_without_lookahead_state_is_retrained(
     colour_data: DatasetSplits, tmp_path: Path
 ) -> None:

@@ -106,6 +106,9 @@ class TrainConfig:
     # Lookahead: every k steps pull the weights towards a slow moving average of
     # themselves, more strongly late in training; 0 disables.
     lookahead_every: int = 0
+    # Epochs in which the whitening stem's bias trains before it freezes, which skips
+    # the first convolution's input gradient from then on; 0 trains it throughout.
+    whiten_bias_epochs: int = 0
     # Test-time augmentation of the final evaluation: none, flip, multicrop or shift.
     tta: str = "none"
     # torch.compile the training forward and backward passes. The first steps then pay
@@ -258,6 +261,7 @@ def default_study(dataset: str, *, quick: bool = False) -> StudyConfig:
             l2=6.7e-4,
             bias_lr_scale=64.0,
             lookahead_every=5,
+            whiten_bias_epochs=3,
             tta="multicrop",
         ),
         preprocess=Preprocess(standardize=True, crop_padding=2, flip=True, alternate_flip=True),
@@ -387,6 +391,7 @@ def validate_train(train: TrainConfig, where: str = "train") -> None:
     check_choice(f"{where}.precision", train.precision, PRECISIONS)
     check_range(f"{where}.bias_lr_scale", train.bias_lr_scale, low=0.0, low_open=True, high=1000)
     check_range(f"{where}.lookahead_every", train.lookahead_every, low=0, high=1000)
+    check_range(f"{where}.whiten_bias_epochs", train.whiten_bias_epochs, low=0, high=1000)
     check_choice(f"{where}.tta", train.tta, TTA_MODES)
 
 

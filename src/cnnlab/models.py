@@ -86,6 +86,12 @@ class WhiteningStem(nn.Sequential):
         super().__init__(OrderedDict(conv=conv, act=nn.GELU()))
         self.channels, self.patch, self.width = channels, patch, width
 
+    def freeze_bias(self) -> None:
+        """Stop training the bias; the layers after the stem then need no input gradient."""
+        bias = self[0].bias
+        assert bias is not None
+        bias.requires_grad_(False)
+
     @torch.no_grad()
     def fit(self, images: torch.Tensor, epsilon: float = 5e-4) -> None:
         """Set the filters from scaled training images [N, C, H, W]."""

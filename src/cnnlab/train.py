@@ -404,6 +404,8 @@ def train_run(
     )
     for epoch in range(start_epoch, train.epochs):
         model.train()
+        if model.stem is not None and 0 < train.whiten_bias_epochs <= epoch:
+            model.stem.freeze_bias()
         t0 = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
         sum_ce = sum_pen = 0.0
