@@ -121,6 +121,27 @@ def test_unmet_target_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "not met" in format_results(results)
 
 
+def test_recipe_can_train_on_validation(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_splits()
+    seen: list[int] = []
+
+    def fake_train(config: RunConfig, splits: object, **kwargs: object) -> dict[str, object]:
+        assert isinstance(splits, type(data))
+        seen.append(len(splits.train_images))
+        # The validation images come after the training images, labels alongside.
+        assert torch.equal(splits.train_images[len(data.train_images) :], data.val_images)
+        assert torch.equal(splits.train_labels[len(data.train_labels) :], data.val_labels)
+        return {"status": "diverged", "final": {}, "history": []}
+
+    monkeypatch.setattr(bench, "train_run", fake_train)
+    recipe = Recipe("all", 0.5, 1e6, tiny_run(epochs=1), train_on_validation=True)
+    summary = bench.run_recipe(recipe, data, [0], progress=False)
+    assert seen == [len(data.train_images) + len(data.val_images)]
+    assert summary["train_images"] == seen[0]
+    assert summary["validation_in_training"] is True
+    assert summary["target_met"] is False
+
+
 def run_flops(config: RunConfig) -> int:
     from cnnlab.models import layer_table
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cnnlab.config import ConvBlock, ModelSpec, RunConfig, StudyConfig, default_study
-from cnnlab.data import load_dataset
+from cnnlab.data import DatasetSplits, load_dataset
 from cnnlab.store import atomic_write_json, check_writable
 from cnnlab.train import environment, resolve_device, resolve_precision, train_run
 
@@ -39,6 +39,9 @@ class Recipe:
     target: float  # test accuracy the recipe aims at
     time_limit_s: float  # the training time the issue allows for it
     config: RunConfig
+    # Train on the training and validation splits together, as airbench94 trains on
+    # all 50,000 CIFAR-10 training images. The bench selects nothing on validation.
+    train_on_validation: bool = False
 
 
 def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
@@ -60,22 +63,53 @@ def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
             Recipe(f"{dataset}-smoke", target, math.inf, dataclasses.replace(base, train=train))
         ]
     if dataset == "mnist":
-        # One epoch of a half-width model (16, 32, 64 channels) for 99.0%, and five of
-        # the study's baseline model for 99.5%, scored with shifted views. Batches of 256
-        # trained about 10% faster than 128 in two trial runs on this 2-core CPU, with
-        # validation accuracy equal within noise.
-        small = ModelSpec(blocks=tuple(ConvBlock(c, pool=2) for c in (16, 32, 64)))
+        # One epoch of a half-width model (16, 32, 64 channels) for 99.0%, and six of
+        # the study's baseline model for 99.5%, scored with shifted views. Both pool
+        # before batch norm, which ran the six epochs 1.5 times as fast on this 2-core
+        # CPU. Batches of 256 trained about 10% faster than 128, with validation
+        # accuracy equal within noise; six epochs scored 99.54-99.58% on validation.
+        small = ModelSpec(
+            blocks=tuple(ConvBlock(c, pool=2) for c in (16, 32, 64)), pool_before_norm=True
+        )
+        study_model = dataclasses.replace(base.model, pool_before_norm=True)
         one = dataclasses.replace(base.train, epochs=1, batch_size=128, lr=0.1)
-        five = dataclasses.replace(base.train, epochs=5, batch_size=256, lr=0.4, tta="shift")
+        six = dataclasses.replace(base.train, epochs=6, batch_size=256, lr=0.4, tta="shift")
         return [
             Recipe("mnist-99.0", 0.990, 10.0, dataclasses.replace(base, model=small, train=one)),
-            Recipe("mnist-99.5", 0.995, 60.0, dataclasses.replace(base, train=five)),
+            Recipe(
+                "mnist-99.5", 0.995, 60.0, dataclasses.replace(base, model=study_model, train=six)
+            ),
         ]
-    return [Recipe("cifar10-94", 0.940, 15 * 60.0, base)]
+    # The default recipe on all 50,000 training images for 9 epochs: as many steps
+    # as its 10 epochs on 45,000 images, with more distinct images.
+    nine = dataclasses.replace(base.train, epochs=9)
+    return [
+        Recipe(
+            "cifar10-94",
+            0.940,
+            15 * 60.0,
+            dataclasses.replace(base, train=nine),
+            train_on_validation=True,
+        )
+    ]
 
 
 def _run_config(study: StudyConfig, device: str) -> RunConfig:
     return RunConfig(study.dataset, study.model, study.train, study.preprocess, study.seed, device)
+
+
+def with_validation_in_training(data: DatasetSplits) -> DatasetSplits:
+    """Return ``data`` with the validation images appended to the training split.
+
+    The validation split stays as it is, so the evaluation after each epoch still
+    runs; its accuracy then measures images the model trained on.
+    """
+    return dataclasses.replace(
+        data,
+        train_images=torch.cat([data.train_images, data.val_images]),
+        train_labels=torch.cat([data.train_labels, data.val_labels]),
+        split_rule=data.split_rule + " The bench trains on the validation split as well.",
+    )
 
 
 def matmul_peak(dtype: torch.dtype, device: str, size: int = 2048, seconds: float = 2.0) -> float:
@@ -108,6 +142,8 @@ def run_recipe(
     recipe: Recipe, data: Any, seeds: list[int], *, progress: bool = True
 ) -> dict[str, Any]:
     """Train ``recipe`` once per seed and summarise accuracy, time and throughput."""
+    if recipe.train_on_validation:
+        data = with_validation_in_training(data)
     runs = []
     for seed in seeds:
         config = dataclasses.replace(recipe.config, seed=seed)
@@ -157,6 +193,7 @@ def run_recipe(
         "train_images": len(data.train_images)
         if recipe.config.train.train_subset is None
         else min(recipe.config.train.train_subset, len(data.train_images)),
+        "validation_in_training": recipe.train_on_validation,
         "precision": resolve_precision(recipe.config.train, recipe.config.device),
         "tta": recipe.config.train.tta,
         "runs": runs,
