@@ -131,3 +131,13 @@ def test_alternate_flip_needs_flip() -> None:
         ConfigError, match=r"preprocess.alternate_flip true: .*needs preprocess.flip"
     ):
         validate_study(study, INPUT_SHAPES["cifar10"])
+
+
+def test_preprocessing_comparison_is_refused_for_mnist() -> None:
+    """MNIST studies skip the preprocessing comparison, so asking for it is an error."""
+    study = study_from_dict({"preprocessing": {"enabled": True}}, default_study("mnist"))
+    with pytest.raises(ConfigError, match=r"preprocessing.enabled true for mnist: .*CIFAR-10 only"):
+        validate_study(study, INPUT_SHAPES["mnist"])
+    # Its other keys change nothing for MNIST and stay accepted.
+    study = study_from_dict({"preprocessing": {"epochs": 2}}, default_study("mnist"))
+    validate_study(study, INPUT_SHAPES["mnist"])

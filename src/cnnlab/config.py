@@ -444,6 +444,11 @@ def validate_study(study: StudyConfig, input_shape: tuple[int, int, int]) -> Non
         raise ConfigError("invalid l2.alphas: must not be empty; for example [0, 1e-4, 1e-3]")
     check_range("l2.epochs", study.l2.epochs, low=1, high=1000)
     check_range("preprocessing.epochs", study.preprocessing.epochs, low=1, high=1000)
+    if study.dataset == "mnist" and study.preprocessing.enabled:
+        raise ConfigError(
+            "invalid preprocessing.enabled true for mnist: the preprocessing comparison "
+            "is for CIFAR-10 only; remove [preprocessing] from the MNIST config"
+        )
     for name in ("stride_kernel", "l2", "preprocessing"):
         subset = getattr(study, name).train_subset
         if subset is not None:
