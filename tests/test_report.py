@@ -235,6 +235,11 @@ def test_summary_numbers_match_data(cifar):
     assert "The test split is reported and never used to choose anything." in text
 
 
+def test_summary_labels_one_seed_in_the_singular(mnist, cifar):
+    assert "| seed | 0 |" in section_text(markdown(mnist), "Summary")
+    assert "| seeds | 0, 1, 2 |" in section_text(markdown(cifar), "Summary")
+
+
 def test_summary_names_best_cell_by_validation(mnist):
     _, _, results = mnist
     best = max(

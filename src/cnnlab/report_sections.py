@@ -72,7 +72,8 @@ def summary_section(study: Study) -> Section:
         ["date", f"{info.get('started', MISSING)} to {info.get('finished', MISSING)}"],
         ["device", str(device)],
         ["precision", str(environment.get("precision", MISSING))],
-        ["seeds", ", ".join(str(seed) for seed in study.seeds())],
+        # "seeds | 0" read as a count of none, so one seed gets the singular label.
+        ["seed" if len(study.seeds()) == 1 else "seeds", ", ".join(map(str, study.seeds()))],
         ["total wall time", seconds(info.get("wall_time_s"))],
         ["quick mode", "yes" if info.get("quick") else "no"],
         [
