@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 # Backward passes cost about twice the forward pass: one product for the input
 # gradient and one for the weight gradient of every layer.
+# NOTE: the count includes gradients that training skips: the frozen whitening
+# stem's, and the first convolution's input gradient once the stem's bias freezes
+# (about 4% of the CIFAR-10 network's work), so FLOP/s is a slight overestimate.
 TRAIN_FLOPS_PER_FORWARD = 3
 
 
@@ -65,9 +68,10 @@ def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
     if dataset == "mnist":
         # One epoch of a half-width model (16, 32, 64 channels) for 99.0%, and six of
         # the study's baseline model for 99.5%, scored with shifted views. Both pool
-        # before batch norm, which ran the six epochs 1.5 times as fast on this 2-core
-        # CPU. Batches of 256 trained about 10% faster than 128, with validation
-        # accuracy equal within noise; six epochs scored 99.54-99.58% on validation.
+        # before batch norm, which trained the study model 1.7 times as fast on a
+        # 2-core CPU and paid for the sixth epoch. Batches of 256 trained about 10%
+        # faster than 128, with validation accuracy equal within noise. Six epochs
+        # scored 99.54-99.58% on validation over three seeds.
         small = ModelSpec(
             blocks=tuple(ConvBlock(c, pool=2) for c in (16, 32, 64)), pool_before_norm=True
         )

@@ -107,7 +107,7 @@ class TrainConfig:
     # themselves, more strongly late in training; 0 disables.
     lookahead_every: int = 0
     # Epochs in which the whitening stem's bias trains before it freezes, which skips
-    # the first convolution's input gradient from then on; 0 trains it throughout.
+    # the first convolution's input gradient from then on. With 0 it trains throughout.
     whiten_bias_epochs: int = 0
     # Test-time augmentation of the final evaluation: none, flip, multicrop or shift.
     tta: str = "none"

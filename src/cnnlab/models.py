@@ -87,7 +87,7 @@ class WhiteningStem(nn.Sequential):
         self.channels, self.patch, self.width = channels, patch, width
 
     def freeze_bias(self) -> None:
-        """Stop training the bias; the layers after the stem then need no input gradient."""
+        """Stop training the bias, so the layers after the stem need no input gradient."""
         bias = self[0].bias
         assert bias is not None
         bias.requires_grad_(False)
