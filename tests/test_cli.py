@@ -77,6 +77,21 @@ def test_invalid_config_exits_2(
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["study", "train"])
+def test_mnist_preprocessing_comparison_exits_2(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train` ignores the study's sections but still rejects an invalid one."""
+    path = tmp_path / "study.toml"
+    path.write_text("[preprocessing]\nenabled = true\n")
+    out = tmp_path / "out"
+    code, err = run_cli([command, "mnist", "--config", str(path), "--out", str(out)], capsys)
+    assert code == 2, err
+    assert "invalid preprocessing.enabled true for mnist" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_missing_data_exits_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -56,6 +56,9 @@ def test_blocks_list_replaces_model() -> None:
 def test_wrong_type_is_rejected() -> None:
     with pytest.raises(ConfigError, match=r"invalid train.epochs 'three': expected a whole number"):
         study_from_dict({"train": {"epochs": "three"}}, default_study("mnist"))
+    # Booleans read as the config file spells them, not as Python does.
+    with pytest.raises(ConfigError, match=r"invalid train.epochs true: expected a whole number"):
+        study_from_dict({"train": {"epochs": True}}, default_study("mnist"))
 
 
 @pytest.mark.parametrize(

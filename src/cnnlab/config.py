@@ -471,6 +471,15 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def _as_written(value: Any) -> str:
+    """Return ``value`` for a message, with booleans and null spelled as in TOML and JSON."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return repr(value)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -481,7 +490,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return _convert(inner[0], value, where)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"invalid {where} {value!r}: expected a list")
+            raise ConfigError(f"invalid {where} {_as_written(value)}: expected a list")
         return tuple(_convert(args[0], item, f"{where}[{i}]") for i, item in enumerate(value))
     if origin is Literal:
         return value
@@ -489,21 +498,21 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"invalid {where} {value!r}: expected true or false")
+            raise ConfigError(f"invalid {where} {_as_written(value)}: expected true or false")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"invalid {where} {value!r}: expected a whole number")
+            raise ConfigError(f"invalid {where} {_as_written(value)}: expected a whole number")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"invalid {where} {value!r}: expected a number")
+            raise ConfigError(f"invalid {where} {_as_written(value)}: expected a number")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"invalid {where} {value!r}: expected a string")
+            raise ConfigError(f"invalid {where} {_as_written(value)}: expected a string")
         return value
     raise TypeError(f"unsupported config type {tp!r} at {where}")
 

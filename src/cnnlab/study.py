@@ -546,6 +546,9 @@ def single_run(
 ) -> dict[str, Any]:
     """Train the study's baseline alone (``cnnlab train``) and store it in ``out/runs``."""
     device = resolve_device(study.device)
+    # The comparisons are switched off below, but an invalid setting in them is
+    # still rejected, as `cnnlab study` would reject it.
+    validate_study(study, INPUT_SHAPES[study.dataset])
     plan = plan_study(
         dataclasses.replace(
             study,
