@@ -438,7 +438,7 @@ def test_checkpoint_pickle_runs_no_code(
         ("number-for-block.json", '{"model": {"blocks": [8]}}', "invalid model.blocks[0]"),
         ("top-level-list.json", "[1, 2]", "expected a table of keys at the top level"),
         ("string-for-number.json", '{"train": {"lr": "0.1"}}', "invalid train.lr '0.1'"),
-        ("bool-for-number.json", '{"train": {"epochs": true}}', "invalid train.epochs True"),
+        ("bool-for-number.json", '{"train": {"epochs": true}}', "invalid train.epochs true"),
     ],
 )
 def test_invalid_config_file_exits_2(
