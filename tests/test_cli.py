@@ -62,32 +62,20 @@ def test_invalid_option_exits_2(
             "zero size",
         ),
         ('dataset = "cifar10"\n', "sets dataset 'cifar10' but the command asks for 'mnist'"),
+        ("[preprocessing]\nenabled = true\n", "invalid preprocessing.enabled true for mnist"),
     ],
 )
+# `train` switches the study's comparisons off but still rejects an invalid one.
+@pytest.mark.parametrize("command", ["study", "train"])
 def test_invalid_config_exits_2(
-    config: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    config: str, message: str, command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "study.toml"
     path.write_text(config)
     out = tmp_path / "out"
-    code, err = run_cli(["study", "mnist", "--config", str(path), "--out", str(out)], capsys)
-    assert code == 2, err
-    assert message in err
-    assert len(err.strip().splitlines()) == 1
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("command", ["study", "train"])
-def test_mnist_preprocessing_comparison_exits_2(
-    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`train` ignores the study's sections but still rejects an invalid one."""
-    path = tmp_path / "study.toml"
-    path.write_text("[preprocessing]\nenabled = true\n")
-    out = tmp_path / "out"
     code, err = run_cli([command, "mnist", "--config", str(path), "--out", str(out)], capsys)
     assert code == 2, err
-    assert "invalid preprocessing.enabled true for mnist" in err
+    assert message in err
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
 

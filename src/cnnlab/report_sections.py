@@ -58,6 +58,7 @@ def summary_section(study: Study) -> Section:
     if device_name and device_name != device:
         device = f"{device} ({device_name})"
 
+    seeds = study.seeds()
     rows = [
         [
             "dataset",
@@ -73,7 +74,7 @@ def summary_section(study: Study) -> Section:
         ["device", str(device)],
         ["precision", str(environment.get("precision", MISSING))],
         # "seeds | 0" read as a count of none, so one seed gets the singular label.
-        ["seed" if len(study.seeds()) == 1 else "seeds", ", ".join(map(str, study.seeds()))],
+        ["seed" if len(seeds) == 1 else "seeds", ", ".join(map(str, seeds))],
         ["total wall time", seconds(info.get("wall_time_s"))],
         ["quick mode", "yes" if info.get("quick") else "no"],
         [
