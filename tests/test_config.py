@@ -136,7 +136,7 @@ def test_alternate_flip_needs_flip() -> None:
         validate_study(study, INPUT_SHAPES["cifar10"])
 
 
-def test_preprocessing_comparison_is_refused_for_mnist() -> None:
+def test_mnist_preprocessing_comparison_rejected() -> None:
     """MNIST studies skip the preprocessing comparison, so asking for it is an error."""
     study = study_from_dict({"preprocessing": {"enabled": True}}, default_study("mnist"))
     with pytest.raises(ConfigError, match=r"preprocessing.enabled true for mnist: .*CIFAR-10 only"):

@@ -249,7 +249,7 @@ def test_fast_recipe_resume_matches_uninterrupted(
 def test_whitening_bias_trains_only_in_its_epochs(
     colour_data: DatasetSplits, tmp_path: Path, bias_epochs: int
 ) -> None:
-    """With whiten_bias_epochs = 1 the stem's bias stops changing after epoch 1; 0 trains it on."""
+    """With whiten_bias_epochs = 1 the stem's bias stops changing after epoch 1, and 0 trains it on."""
     config = fast_run(whiten_bias_epochs=bias_epochs, lookahead_every=0)
     checkpoint, weights = tmp_path / "ckpt.pt", tmp_path / "weights.pt"
     train_run(config, colour_data, progress=False, checkpoint=checkpoint, stop_after=1)

@@ -84,8 +84,8 @@ def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
                 "mnist-99.5", 0.995, 60.0, dataclasses.replace(base, model=study_model, train=six)
             ),
         ]
-    # The default recipe on all 50,000 training images for 9 epochs: as many steps
-    # as its 10 epochs on 45,000 images, with more distinct images.
+    # The default recipe on all 50,000 training images for 9 epochs, which takes as
+    # many steps as its 10 epochs on 45,000 images but sees more distinct images.
     nine = dataclasses.replace(base.train, epochs=9)
     return [
         Recipe(
@@ -106,7 +106,7 @@ def with_validation_in_training(data: DatasetSplits) -> DatasetSplits:
     """Return ``data`` with the validation images appended to the training split.
 
     The validation split stays as it is, so the evaluation after each epoch still
-    runs; its accuracy then measures images the model trained on.
+    runs, but its accuracy then measures images the model trained on.
     """
     return dataclasses.replace(
         data,

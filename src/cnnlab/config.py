@@ -447,7 +447,8 @@ def validate_study(study: StudyConfig, input_shape: tuple[int, int, int]) -> Non
     if study.dataset == "mnist" and study.preprocessing.enabled:
         raise ConfigError(
             "invalid preprocessing.enabled true for mnist: the preprocessing comparison "
-            "is for CIFAR-10 only; remove [preprocessing] from the MNIST config"
+            "is for CIFAR-10 only; set enabled = false or remove [preprocessing] from the "
+            "MNIST config"
         )
     for name in ("stride_kernel", "l2", "preprocessing"):
         subset = getattr(study, name).train_subset
