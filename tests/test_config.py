@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,7 +17,7 @@ from cnnlab.config import (
     validate_study,
 )
 from cnnlab.errors import ConfigError
-from cnnlab.study import INPUT_SHAPES
+from cnnlab.study import INPUT_SHAPES, plan_study
 
 
 def test_default_studies_are_valid() -> None:
@@ -144,3 +145,38 @@ def test_mnist_preprocessing_comparison_rejected() -> None:
     # Its other keys change nothing for MNIST and stay accepted.
     study = study_from_dict({"preprocessing": {"epochs": 2}}, default_study("mnist"))
     validate_study(study, INPUT_SHAPES["mnist"])
+
+
+@pytest.mark.parametrize(
+    ("whiten_patch", "epochs"),
+    [(0, 10), (2, 3)],  # no stem to freeze; no epoch after the third to freeze it in
+)
+def test_whiten_bias_epochs_without_effect_keeps_the_run_key(
+    whiten_patch: int, epochs: int
+) -> None:
+    base = default_study("cifar10")
+    base = dataclasses.replace(
+        base,
+        model=dataclasses.replace(base.model, whiten_patch=whiten_patch),
+        train=dataclasses.replace(base.train, epochs=epochs),
+    )
+    keys = {
+        bias_epochs: plan_study(
+            dataclasses.replace(
+                base, train=dataclasses.replace(base.train, whiten_bias_epochs=bias_epochs)
+            ),
+            "cpu",
+        ).sections["baseline"]["runs"]
+        for bias_epochs in (0, 3)
+    }
+    assert keys[0] == keys[3]
+
+
+def test_whiten_bias_epochs_with_effect_changes_the_run_key() -> None:
+    base = default_study("cifar10")
+    with_freeze = plan_study(base, "cpu").runs.keys()
+    without = plan_study(
+        dataclasses.replace(base, train=dataclasses.replace(base.train, whiten_bias_epochs=0)),
+        "cpu",
+    ).runs.keys()
+    assert set(with_freeze) != set(without)

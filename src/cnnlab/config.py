@@ -108,6 +108,8 @@ class TrainConfig:
     lookahead_every: int = 0
     # Epochs in which the whitening stem's bias trains before it freezes, which skips
     # the first convolution's input gradient from then on. With 0 it trains throughout.
+    # A study stores a run whose model has no stem, or with no epoch left to freeze it
+    # in, with 0 here, so it shares the key of the same run configured with 0.
     whiten_bias_epochs: int = 0
     # Test-time augmentation of the final evaluation: none, flip, multicrop or shift.
     tta: str = "none"

@@ -72,6 +72,12 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
     seeds = [study.seed + i for i in range(study.seeds)]
 
     def add(model: Any, train: Any, pre: Preprocess) -> list[str]:
+        if train.whiten_bias_epochs and (
+            not model.whiten_patch or train.whiten_bias_epochs >= train.epochs
+        ):
+            # No stem, or no epoch after the last bias epoch: the freeze never happens,
+            # so the run is the same as with 0 and must share its key.
+            train = dataclasses.replace(train, whiten_bias_epochs=0)
         keys = []
         for seed in seeds:
             config = RunConfig(study.dataset, model, train, pre, seed, device)
