@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cnnlab.train as train_module
 from cnnlab.config import Preprocess, to_dict
 from cnnlab.data import DatasetSplits
 from cnnlab.models import build_model, penalized_weights
@@ -16,8 +17,9 @@ from cnnlab.train import make_optimizer, train_run
 from conftest import make_splits, tiny_run
 
 
-def test_run_learns_tiny_data(tiny_data: DatasetSplits) -> None:
-    record = train_run(tiny_run(epochs=4), tiny_data, progress=False)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_run_learns_tiny_data(tiny_data: DatasetSplits, precision: str) -> None:
+    record = train_run(tiny_run(epochs=4, precision=precision), tiny_data, progress=False)
     assert record["status"] == "completed"
     assert len(record["history"]) == 4
     assert record["final"]["test_accuracy"] > 0.5
@@ -57,16 +59,36 @@ def test_divergence_is_recorded(tiny_data: DatasetSplits) -> None:
     json.dumps(record, allow_nan=False)
 
 
-def test_resume_matches_uninterrupted(tiny_data: DatasetSplits, tmp_path: Path) -> None:
+def test_sparse_divergence_checks_change_nothing_else(
+    tiny_data: DatasetSplits, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking the loss every few steps, as on a GPU, trains the same and still stops."""
+    every_step = train_run(tiny_run(), tiny_data, progress=False)
+    monkeypatch.setitem(train_module.SYNC_STEPS, "cpu", 4)
+    sparse = train_run(tiny_run(), tiny_data, progress=False)
+    drop = ("epoch_time_s", "eval_time_s")
+    for a, b in zip(every_step["history"], sparse["history"], strict=True):
+        assert {k: v for k, v in a.items() if k not in drop} == {
+            k: v for k, v in b.items() if k not in drop
+        }
+    diverged = train_run(tiny_run(lr=10.0, schedule="constant"), tiny_data, progress=False)
+    assert (diverged["status"], diverged["diverged_epoch"]) == ("diverged", 1)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])  # fp16 also stores its loss scale
+def test_resume_matches_uninterrupted(
+    tiny_data: DatasetSplits, tmp_path: Path, precision: str
+) -> None:
     """A run stopped after epoch 2 and resumed ends exactly like one that never stopped."""
-    full = train_run(tiny_run(epochs=3), tiny_data, progress=False)
+    config = tiny_run(epochs=3, precision=precision)
+    full = train_run(config, tiny_data, progress=False)
     checkpoint = tmp_path / "ckpt.pt"
-    two = train_run(
-        tiny_run(epochs=3), tiny_data, progress=False, checkpoint=checkpoint, stop_after=2
-    )
+    two = train_run(config, tiny_data, progress=False, checkpoint=checkpoint, stop_after=2)
     assert len(two["history"]) == 2
     assert checkpoint.exists()
-    resumed = train_run(tiny_run(epochs=3), tiny_data, progress=False, checkpoint=checkpoint)
+    scaler_state = torch.load(checkpoint, weights_only=True)["grad_scaler"]
+    assert (scaler_state is not None) == (precision == "fp16")
+    resumed = train_run(config, tiny_data, progress=False, checkpoint=checkpoint)
     assert resumed["final"]["test_accuracy"] == full["final"]["test_accuracy"]
     assert resumed["history"][-1]["train_loss"] == full["history"][-1]["train_loss"]
     assert resumed["confusion"] == full["confusion"]

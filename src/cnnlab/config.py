@@ -24,7 +24,7 @@ from cnnlab.errors import ConfigError
 ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "tanh", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 GLOBAL_POOLS = ("none", "max", "avg")
 TTA_MODES = ("none", "flip", "multicrop", "shift")
 DEVICES = ("auto", "cpu", "cuda")
@@ -101,7 +101,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     l2: float = 0.0
     train_subset: int | None = None  # train on the first n training images; None uses all
-    precision: str = "auto"  # auto: bf16 autocast where the device runs it fast, else fp32
+    # auto: bf16 autocast where the device runs it fast; else fp16 (with loss scaling)
+    # on a GPU and fp32 on a CPU.
+    precision: str = "auto"
     bias_lr_scale: float = 1.0  # learning-rate multiplier for batch-norm biases
     # Lookahead: every k steps pull the weights towards a slow moving average of
     # themselves, more strongly late in training; 0 disables.

@@ -64,7 +64,9 @@ def augment(
 
     Every image gets its own random shift, flip and cutout, drawn from
     ``generator`` so that a run is reproducible from its seed. ``flip_mask``
-    (bool [N]) chooses the flipped images instead of a random draw.
+    (bool [N]) chooses the flipped images instead of a random draw. The draws
+    come from the CPU generator on any device, so a batch on a GPU gets the same
+    shifts, flips and cutouts as on the CPU.
     """
     n, _, height, width = x.shape
     if pre.translate > 0:
@@ -73,7 +75,7 @@ def augment(
         x = _random_crop(F.pad(x, [pre.crop_padding] * 4, mode="reflect"), height, width, generator)
     if pre.flip:
         flip = torch.rand(n, generator=generator) < 0.5 if flip_mask is None else flip_mask
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(3), x)
     if pre.cutout > 0:
         x = _cutout(x, pre.cutout, generator)
     return x
@@ -83,22 +85,24 @@ def _random_crop(
     padded: torch.Tensor, height: int, width: int, generator: torch.Generator
 ) -> torch.Tensor:
     n, channels, padded_h, padded_w = padded.shape
-    top = torch.randint(0, padded_h - height + 1, (n,), generator=generator)
-    left = torch.randint(0, padded_w - width + 1, (n,), generator=generator)
-    rows = (top[:, None] + torch.arange(height))[:, None, :, None]  # [N, 1, H, 1]
-    cols = (left[:, None] + torch.arange(width))[:, None, None, :]  # [N, 1, 1, W]
-    batch = torch.arange(n)[:, None, None, None]
-    chan = torch.arange(channels)[None, :, None, None]
+    device = padded.device
+    top = torch.randint(0, padded_h - height + 1, (n,), generator=generator).to(device)
+    left = torch.randint(0, padded_w - width + 1, (n,), generator=generator).to(device)
+    rows = (top[:, None] + torch.arange(height, device=device))[:, None, :, None]  # [N, 1, H, 1]
+    cols = (left[:, None] + torch.arange(width, device=device))[:, None, None, :]  # [N, 1, 1, W]
+    batch = torch.arange(n, device=device)[:, None, None, None]
+    chan = torch.arange(channels, device=device)[None, :, None, None]
     return padded[batch, chan, rows, cols]
 
 
 def _cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     n, _, height, width = x.shape
     # The square's centre may lie anywhere, so near an edge part of it falls outside.
-    cy = torch.randint(0, height, (n,), generator=generator)
-    cx = torch.randint(0, width, (n,), generator=generator)
-    ys = torch.arange(height)[None, :]
-    xs = torch.arange(width)[None, :]
+    device = x.device
+    cy = torch.randint(0, height, (n,), generator=generator).to(device)
+    cx = torch.randint(0, width, (n,), generator=generator).to(device)
+    ys = torch.arange(height, device=device)[None, :]
+    xs = torch.arange(width, device=device)[None, :]
     inside_y = (ys >= (cy - size // 2)[:, None]) & (ys < (cy - size // 2 + size)[:, None])
     inside_x = (xs >= (cx - size // 2)[:, None]) & (xs < (cx - size // 2 + size)[:, None])
     mask = inside_y[:, :, None] & inside_x[:, None, :]  # [N, H, W]

@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,11 @@ HIST_BINS = 50
 # means the weights have blown up even if the float is still finite.
 DIVERGENCE_FACTOR = 100.0
 WHITEN_IMAGES = 5000  # training images whose patches set the whitening stem
+# Steps between divergence checks. Reading the loss back makes a GPU wait for its queued
+# work, so there it happens only every 25 steps; the CPU checks every step, and so stops
+# a diverging run before its first bad update.
+SYNC_STEPS = {"cpu": 1}
+GPU_SYNC_STEPS = 25
 LOOKAHEAD_DECAY = 0.95  # per step; the pull every k steps is this to the power k, times (t/T)³
 CHECKPOINT_KEYS = {
     "model",
@@ -81,13 +87,16 @@ def resolve_precision(train: TrainConfig, device: str) -> str:
     if train.precision != "auto":
         return train.precision
     if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        # GPUs without bf16 (before Ampere) have fast fp16 units instead.
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_fast_bf16() else "fp32"
 
 
 def autocast(device: str, precision: str) -> AbstractContextManager[Any]:
     if precision == "bf16":
         return torch.autocast(device, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device, dtype=torch.float16)
     return nullcontext()
 
 
@@ -222,7 +231,7 @@ def evaluate(
         preds.append(pred.cpu())
         confs.append(conf.cpu())
     pred_all = torch.cat(preds)
-    accuracy = (pred_all == y).float().mean().item()
+    accuracy = (pred_all == y.cpu()).float().mean().item()
     return total_loss / len(x), accuracy, pred_all, torch.cat(confs)
 
 
@@ -333,6 +342,11 @@ def train_run(
     num_classes = len(data.classes)
 
     prepared = PreparedData(data, config)
+    if device != "cpu":
+        # The training split moves to the GPU once, so batches need no copy each step;
+        # evaluation copies its batches, and predictions come back to the CPU.
+        prepared.train_x = prepared.train_x.to(device)
+        prepared.train_y = prepared.train_y.to(device)
     n_train = len(prepared.train_x)
     steps_per_epoch = math.ceil(n_train / train.batch_size)
     divergence_limit = DIVERGENCE_FACTOR * math.log(num_classes)
@@ -342,13 +356,15 @@ def train_run(
         generator = torch.Generator().manual_seed(config.seed)
         model = build_model(config.model, input_shape, num_classes)  # type: ignore[arg-type]
         if model.stem is not None:
-            model.stem.fit(prepared.train_x[:WHITEN_IMAGES])
+            # Fitted on the CPU, so that the stem is the same on every device.
+            model.stem.fit(prepared.train_x[:WHITEN_IMAGES].cpu())
         model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
         return model, optimizer, scheduler, generator
 
     model, optimizer, scheduler, generator = fresh_state()
     slow_state: dict[str, torch.Tensor] | None = None
+    scaler_state: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
     snapshots: list[dict[str, dict[str, Any]]] = [weight_summary(model)]
     status, diverged_epoch = "completed", None
@@ -365,6 +381,7 @@ def train_run(
             generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             slow_state = state.get("lookahead")
+            scaler_state = state.get("grad_scaler")
             if train.lookahead_every and not isinstance(slow_state, dict):
                 raise ValueError("it lacks the Lookahead weights")
         except Exception as exc:  # a damaged checkpoint only costs the retraining
@@ -373,12 +390,19 @@ def train_run(
             )
             model, optimizer, scheduler, generator = fresh_state()
             slow_state = None
+            scaler_state = None
         else:
             history = state["history"]
             snapshots = state["snapshots"]
             start_epoch = len(history)
             log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
     weights = penalized_weights(model)
+    # fp16 overflows where bf16 would not, so its gradients are scaled up for the backward
+    # pass and back down before the step, which is skipped if any came out infinite.
+    scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
+    if scaler_state:
+        scaler.load_state_dict(scaler_state)
+    sync_every = SYNC_STEPS.get(device, GPU_SYNC_STEPS)
     # The compiled wrapper shares the model's parameters; checkpoints and evaluation
     # keep using the plain module, so stored weights have the same names either way.
     step_model = torch.compile(model) if train.compile else model
@@ -408,14 +432,19 @@ def train_run(
             model.stem.freeze_bias()
         t0 = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
-        sum_ce = sum_pen = 0.0
-        correct = 0
+        # Running sums stay on the device, so a GPU never waits for them.
+        sum_ce = torch.zeros((), dtype=torch.float64, device=device)
+        sum_pen = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        worst = torch.zeros((), device=device)  # the largest cross-entropy since the last check
         finite = True
-        for i in range(0, n_train, train.batch_size):
+        for step, i in enumerate(range(0, n_train, train.batch_size)):
             idx = order[i : i + train.batch_size]
             flip_mask = None
             if config.preprocess.alternate_flip:
                 flip_mask = flip_first[idx] ^ bool(epoch % 2)
+            if device != "cpu":
+                idx = idx.to(device)
             xb = augment(
                 prepared.train_x[idx],
                 config.preprocess,
@@ -429,24 +458,35 @@ def train_run(
                 logits = step_model(xb)
             ce = F.cross_entropy(logits.float(), yb, label_smoothing=train.label_smoothing)
             loss = ce
-            penalty = torch.zeros(())
+            penalty = torch.zeros((), device=device)
             if train.l2 > 0:
                 penalty = train.l2 * l2_norm_sq(weights)
                 loss = ce + penalty
-            if not torch.isfinite(loss) or ce.item() > divergence_limit:
+            # A non-finite loss counts as infinite; NaN passes through torch.maximum.
+            worst = torch.maximum(worst, torch.where(loss.isfinite(), ce.detach(), math.inf))
+            checked = (step + 1) % sync_every == 0 or i + train.batch_size >= n_train
+            if checked and not worst.item() <= divergence_limit:
                 finite = False
                 break
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            with warnings.catch_warnings():
+                # A step that the fp16 scaler skipped still advances the schedule.
+                warnings.filterwarnings(
+                    "ignore", "Detected call of `lr_scheduler.step", UserWarning
+                )
+                scheduler.step()
             lookahead.step()
-            sum_ce += ce.item() * len(idx)
-            sum_pen += penalty.item() * len(idx)
-            correct += (logits.argmax(dim=1) == yb).sum().item()
+            sum_ce += ce.detach().double() * len(idx)
+            sum_pen += penalty.detach().double() * len(idx)
+            correct += (logits.argmax(dim=1) == yb).sum()
             bar.update(1)
         if finite and epoch + 1 == train.epochs:
             lookahead.finish()
+        if device == "cuda":
+            torch.cuda.synchronize()  # count the queued GPU work in this epoch's time
         epoch_time = time.perf_counter() - t0
         if not finite:
             status, diverged_epoch = "diverged", epoch + 1
@@ -467,10 +507,10 @@ def train_run(
         row = {
             "epoch": epoch + 1,
             "lr": scheduler.get_last_lr()[0],
-            "train_loss": (sum_ce + sum_pen) / n_train,
-            "train_ce": sum_ce / n_train,
-            "l2_penalty": sum_pen / n_train,
-            "train_accuracy": correct / n_train,
+            "train_loss": (sum_ce + sum_pen).item() / n_train,
+            "train_ce": sum_ce.item() / n_train,
+            "l2_penalty": sum_pen.item() / n_train,
+            "train_accuracy": correct.item() / n_train,
             "val_loss": val_loss,
             "val_accuracy": val_acc,
             "test_loss": test_loss,
@@ -510,6 +550,7 @@ def train_run(
                     "history": history,
                     "snapshots": snapshots,
                     "lookahead": lookahead.state(),
+                    "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 },
             )
         if stop_after is not None and epoch + 1 >= stop_after and epoch + 1 < train.epochs:
