@@ -13,6 +13,8 @@ import base64
 import html
 import json
 import logging
+import re
+import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, OutputError
+from cnnlab.report_checks import check_values
 from cnnlab.report_document import Block, Code, FigureSpec, Paragraph, Section, Table
 from cnnlab.report_results import Study
 from cnnlab.report_sections import build_sections
@@ -114,8 +117,9 @@ def _json_type(value: Any) -> str:
 def check_structure(results: Mapping[str, Any], source: str) -> None:
     """Raise DataError naming ``source`` unless the results have the keys and types it reads.
 
-    Checks the top-level, dataset and run-record keys, the schema version, and
-    that each value the report indexes is an object or array as expected.
+    Checks the top-level, dataset and run-record keys, the schema version,
+    that each value the report indexes is an object or array as expected, and
+    the types and ranges of the numbers it prints (``cnnlab.report_checks``).
     """
     for key in REQUIRED_KEYS:
         if key not in results:
@@ -143,6 +147,7 @@ def check_structure(results: Mapping[str, Any], source: str) -> None:
                 raise DataError(f"{source}: run {run_key} has no '{key}' key; {RERUN}")
         for key, kind in RUN_TYPES.items():
             _check_type(run[key], kind, f"run {run_key} '{key}'", source)
+    check_values(results, source)
 
 
 def _check_type(value: Any, kind: type, field: str, source: str) -> None:
@@ -288,6 +293,18 @@ def render_html(title: str, sections: Sequence[Section], images: Mapping[str, by
 # ---------------------------------------------------------------------------
 # Entry point
 
+# Every figure name the section builders use. A rebuild deletes a stale file
+# in figures/ only when its name is one of these, so a user's own files stay.
+# NOTE: a new figure name in a section builder must be added here as well, or
+# a rebuild leaves its file behind after the section disappears.
+FIGURE_FILE = re.compile(
+    r"(loss_curves|accuracy_curves|weight_histograms|weight_evolution"
+    r"|stride_kernel_accuracy|stride_kernel_cost"
+    r"|predictions_correct|predictions_wrong|predictions_confident_wrong|confusion_matrix"
+    r"|feature_maps_(0|[1-9][0-9]*)"
+    r"|l2_accuracy|l2_weight_norm|l2_histograms|preprocessing_stages)\.png"
+)
+
 
 def write_report(
     run_dir: Path,
@@ -297,10 +314,14 @@ def write_report(
     """Write ``figures/*.png``, ``report.md`` and ``report.html`` into ``run_dir``.
 
     ``results`` and ``artifacts`` are read from ``run_dir/results.json`` and
-    ``run_dir/artifacts.npz`` when not given. Returns every written path: the
-    reports under "md" and "html", each figure under its path relative to
-    ``run_dir`` ("figures/NAME.png"). Raises DataError for missing or corrupt
-    inputs and OutputError when a file cannot be written.
+    ``run_dir/artifacts.npz`` when not given. Every figure is drawn and both
+    reports are rendered before the first file is written, so invalid input
+    leaves the previous report and its figures untouched. After both reports
+    are written, figures/*.png files with a cnnlab figure name that the new
+    report does not use are deleted. Returns every written path: the reports
+    under "md" and "html", each figure under its path relative to ``run_dir``
+    ("figures/NAME.png"). Raises DataError for missing or corrupt inputs and
+    OutputError when a file cannot be written.
     """
     run_dir = Path(run_dir)
     source = str(run_dir / "results.json")
@@ -317,20 +338,12 @@ def write_report(
                 f"{RERUN}"
             )
         artifacts = load_artifacts(run_dir)
-    written: dict[str, Path] = {}
-    images: dict[str, bytes] = {}
     try:
         check_references(results, artifacts, source)
         study = Study(results, artifacts)
         title = f"cnnlab report: {study.dataset_name}"
         sections = build_sections(study, run_dir)
-        for section in sections:
-            for block in section.blocks:
-                if isinstance(block, FigureSpec):
-                    path = run_dir / "figures" / f"{block.name}.png"
-                    block.draw(path)
-                    images[block.name] = path.read_bytes()
-                    written[f"figures/{block.name}.png"] = path
+        images = _draw_figures(sections)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ArithmeticError) as exc:
         if not from_disk:
             raise  # the study's own results: a bug, not bad input
@@ -340,13 +353,78 @@ def write_report(
             f"if the file was edited, {RERUN}; otherwise rerun with --debug and report the "
             "traceback"
         ) from exc
-    log.info("wrote %d figures to %s", len(images), run_dir / "figures")
+    markdown = render_markdown(title, sections)
+    page = render_html(title, sections, images).encode("utf-8")
 
+    # NOTE: a write that fails here (a full disk, say) can leave new figures
+    # beside the previous report.md, because several files cannot be replaced
+    # in one atomic step. Each file on its own is replaced atomically.
+    written: dict[str, Path] = {}
+    for name, data in images.items():
+        path = run_dir / "figures" / f"{name}.png"
+        atomic_write_bytes(path, data)
+        written[f"figures/{name}.png"] = path
+    log.info("wrote %d figures to %s", len(images), run_dir / "figures")
     markdown_path = run_dir / "report.md"
-    atomic_write_text(markdown_path, render_markdown(title, sections))
+    atomic_write_text(markdown_path, markdown)
     written["md"] = markdown_path
     html_path = run_dir / "report.html"
-    atomic_write_bytes(html_path, render_html(title, sections, images).encode("utf-8"))
+    atomic_write_bytes(html_path, page)
     written["html"] = html_path
     log.info("wrote %s and %s", markdown_path, html_path)
+
+    remove_stale_figures(run_dir / "figures", set(images))
     return written
+
+
+def _draw_figures(sections: Sequence[Section]) -> dict[str, bytes]:
+    """Draw every figure of ``sections`` in a temporary folder and return its PNG bytes by name."""
+    images: dict[str, bytes] = {}
+    try:
+        staging = tempfile.TemporaryDirectory(prefix="cnnlab-figures-")
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create a temporary folder for the figures: {exc.strerror or exc}; "
+            "set TMPDIR to a writable folder"
+        ) from exc
+    with staging as folder:
+        for section in sections:
+            for block in section.blocks:
+                if isinstance(block, FigureSpec):
+                    path = Path(folder) / f"{block.name}.png"
+                    block.draw(path)
+                    images[block.name] = path.read_bytes()
+    return images
+
+
+def remove_stale_figures(folder: Path, used: set[str]) -> list[Path]:
+    """Delete the files in ``folder`` with a cnnlab figure name whose figure is not in ``used``.
+
+    ``used`` contains figure names without the ".png" suffix. Files with other
+    names, symbolic links and folders are kept. A file that cannot be deleted
+    is logged and kept, because the report that no longer uses it is already
+    written. Returns the deleted paths.
+    """
+    try:
+        entries = sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        log.warning("cannot list %s to remove unused figures: %s", folder, exc.strerror)
+        return []
+    removed = []
+    for path in entries:
+        if not FIGURE_FILE.fullmatch(path.name) or path.stem in used:
+            continue
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            path.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the unused figure %s: %s", path, exc.strerror)
+            continue
+        removed.append(path)
+    if removed:
+        names = ", ".join(path.name for path in removed)
+        log.info("removed %d figures that the report no longer uses: %s", len(removed), names)
+    return removed
