@@ -12,7 +12,16 @@ import numpy as np
 import pytest
 
 import fake_results
-from cnnlab import report_baseline, report_document, report_results, report_sections, stats
+from cnnlab import (
+    report,
+    report_baseline,
+    report_document,
+    report_results,
+    report_sections,
+    report_timing,
+    stats,
+)
+from cnnlab.cli import main
 from cnnlab.errors import DataError
 from cnnlab.report import render_html, render_markdown, write_report
 from cnnlab.store import atomic_write_bytes, atomic_write_json
@@ -399,7 +408,7 @@ def test_unknown_run_key_raises(tmp_path):
         ),
         (
             lambda r: [run["final"].update(test_accuracy="high") for run in r["runs"].values()],
-            "failed to build the report from",
+            '.final.test_accuracy is "high", but it must be an accuracy, a fraction in [0, 1]',
         ),
         (lambda r: r.update(sections=["predictions"]), "'sections' must be a JSON object"),
         (lambda r: r["sections"].update(l2=3), "section 'l2' must be a JSON object, not a number"),
@@ -530,3 +539,389 @@ def test_diverged_baseline_with_null_weights(tmp_path):
     assert "| features.0.conv.weight | weight | 0.1 | — | — | — | — to — | — |" in weights
     assert "The final weight statistics are not finite" in weights
     assert paths["figures/weight_evolution.png"].is_file()
+
+
+# ---------------------------------------------------------------------------
+# Value checks of results.json
+
+
+def baseline_key(results: dict) -> str:
+    return results["sections"]["baseline"]["runs"][0]
+
+
+def diverged_key(results: dict) -> str:
+    cell = next(
+        cell
+        for cell in results["sections"]["stride_kernel"]["cells"]
+        if (cell["stride"], cell["kernel_size"]) == fake_results.DIVERGED_CELL
+    )
+    return cell["runs"][0]
+
+
+def set_baseline(field: str, value) -> tuple:
+    def change(results: dict) -> None:
+        results["runs"][baseline_key(results)]["final"][field] = value
+
+    return change, f"runs.<key>.final.{field}"
+
+
+def set_history(index: int, field: str, value) -> tuple:
+    def change(results: dict) -> None:
+        results["runs"][baseline_key(results)]["history"][index][field] = value
+
+    return change, f"runs.<key>.history[{index}].{field}"
+
+
+INVALID_VALUES = [
+    # (change, path, value as shown, expected kind)
+    (*set_baseline("test_accuracy", 7.5), "7.5", "an accuracy, a fraction in [0, 1]"),
+    (*set_baseline("val_accuracy", -0.01), "-0.01", "an accuracy, a fraction in [0, 1]"),
+    (*set_baseline("val_accuracy", True), "true", "an accuracy, a fraction in [0, 1]"),
+    (*set_baseline("test_accuracy", None), "null", "an accuracy, a fraction in [0, 1]"),
+    (*set_baseline("val_loss", -0.5), "-0.5", "a loss, a finite number of 0 or more"),
+    (*set_baseline("train_time_s", "12 s"), '"12 s"', "a time in seconds"),
+    (*set_baseline("params", 12.5), "12.5", "an integer of 0 or more"),
+    (*set_history(2, "val_loss", -1), "-1", "a loss, a finite number of 0 or more"),
+    (*set_history(0, "epoch_time_s", [1.0]), "an array", "a time in seconds"),
+    (*set_history(1, "train_accuracy", 1.5), "1.5", "an accuracy, a fraction in [0, 1]"),
+    (
+        lambda r: r["study"].update(wall_time_s=-3.0),
+        "study.wall_time_s",
+        "-3.0",
+        "a time in seconds",
+    ),
+    (
+        lambda r: r["sections"]["predictions"]["per_class_accuracy"].__setitem__(3, 92.5),
+        "sections.predictions.per_class_accuracy[3]",
+        "92.5",
+        "an accuracy, a fraction in [0, 1]",
+    ),
+    (
+        lambda r: r["sections"]["predictions"]["wrong"][2].update(confidence=2.0),
+        "sections.predictions.wrong[2].confidence",
+        "2.0",
+        "a fraction in [0, 1]",
+    ),
+    (
+        lambda r: r["sections"]["feature_maps"]["layers"][1].update(active_fraction="half"),
+        "sections.feature_maps.layers[1].active_fraction",
+        '"half"',
+        "a fraction in [0, 1]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "shown", "kind"),
+    INVALID_VALUES,
+    ids=[
+        "accuracy-7.5",
+        "accuracy-negative",
+        "accuracy-bool",
+        "completed-null",
+        "loss-negative",
+        "time-string",
+        "params-fraction",
+        "history-loss",
+        "history-time-array",
+        "history-accuracy",
+        "wall-time",
+        "per-class",
+        "confidence",
+        "active-fraction",
+    ],
+)
+def test_invalid_value_names_field(tmp_path, change, path, shown, kind):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    change(results)
+    save_study(tmp_path, results, artifacts)
+    with pytest.raises(DataError) as info:
+        write_report(tmp_path)
+    message = str(info.value)
+    field = path.replace("<key>", baseline_key(results))
+    assert message.startswith(f"{tmp_path / 'results.json'}: {field} is {shown}, but it must be ")
+    assert kind in message
+    assert message.endswith("rerun the study to rewrite it, or restore the original file")
+    assert "\n" not in message
+    assert not (tmp_path / "report.md").exists()
+    assert not (tmp_path / "figures").exists()
+
+
+def test_infinite_time_names_field(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    key = baseline_key(results)
+    results["runs"][key]["final"]["train_time_s"] = 123456.789
+    save_study(tmp_path, results, artifacts)
+    path = tmp_path / "results.json"
+    # 1e999 is valid JSON that Python reads as infinity.
+    path.write_text(path.read_text().replace("123456.789", "1e999"), encoding="utf-8")
+    with pytest.raises(DataError, match=re.escape(f"runs.{key}.final.train_time_s is Infinity")):
+        write_report(tmp_path)
+
+
+def test_invalid_status_names_field(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    key = baseline_key(results)
+    results["runs"][key]["status"] = "done"
+    with pytest.raises(DataError) as info:
+        write_report(tmp_path, results, artifacts)
+    assert f'runs.{key}.status is "done", but it must be "completed" or "diverged"' in str(
+        info.value
+    )
+
+
+def test_history_row_not_object(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    key = baseline_key(results)
+    results["runs"][key]["history"][4] = 0.5
+    with pytest.raises(DataError, match=re.escape(f"runs.{key}.history[4] is 0.5, but it must")):
+        write_report(tmp_path, results, artifacts)
+
+
+def test_diverged_run_may_store_null(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    run = results["runs"][diverged_key(results)]
+    # The study stores the NaN losses of the epoch that diverged as null.
+    run["history"][-1].update(val_loss=None, test_loss=None, val_accuracy=None)
+    run["final"]["train_time_s"] = None
+    paths = write_report(tmp_path, results, artifacts)
+    assert paths["md"].is_file()
+
+
+def test_invalid_value_exit_code(tmp_path, capsys):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    results["runs"][baseline_key(results)]["final"]["test_accuracy"] = 7.5
+    save_study(tmp_path, results, artifacts)
+    code = main(["report", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == DataError.exit_code == 3
+    assert len(err.strip().splitlines()) == 1
+    assert ".final.test_accuracy is 7.5" in err
+    assert "750" not in err
+
+
+# ---------------------------------------------------------------------------
+# Figures of an earlier report
+
+
+def figure_bytes(run_dir: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in (run_dir / "figures").iterdir()}
+
+
+def test_figure_names_match_cleanup_pattern(mnist, cifar):
+    for _, paths, _ in (mnist, cifar):
+        for relative in paths:
+            if relative.startswith("figures/"):
+                assert report.FIGURE_FILE.fullmatch(Path(relative).name), relative
+
+
+def test_rebuild_removes_stale_figures(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    save_study(tmp_path, results, artifacts)
+    write_report(tmp_path)
+    figures = tmp_path / "figures"
+    assert (figures / "l2_accuracy.png").is_file()
+    own_files = ["notes.png", "l2_accuracy_v1.png", "L2_accuracy.png", "loss_curves.txt"]
+    for name in own_files:
+        (figures / name).write_bytes(b"user file")
+    (figures / "feature_maps_7.png").symlink_to(figures / "notes.png")
+    (figures / "l2_histograms.png").unlink()
+    (figures / "l2_histograms.png").mkdir()
+
+    del results["sections"]["l2"]
+    del results["sections"]["stride_kernel"]
+    save_study(tmp_path, results, artifacts)
+    paths = write_report(tmp_path)
+
+    used = {Path(name).name for name in paths if name.startswith("figures/")}
+    for name in ("l2_accuracy.png", "l2_weight_norm.png"):
+        assert not (figures / name).exists(), name
+    for name in ("stride_kernel_accuracy.png", "stride_kernel_cost.png"):
+        assert not (figures / name).exists(), name
+    for name in own_files:
+        assert (figures / name).read_bytes() == b"user file", name
+    assert (figures / "feature_maps_7.png").is_symlink()
+    assert (figures / "l2_histograms.png").is_dir()
+    cnnlab_files = {
+        path.name
+        for path in figures.iterdir()
+        if report.FIGURE_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink()
+    }
+    assert cnnlab_files == used
+    referenced = re.findall(r"\(figures/([^)]+\.png)\)", paths["md"].read_text(encoding="utf-8"))
+    assert set(referenced) == used
+
+
+def test_failed_rebuild_keeps_every_file(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    save_study(tmp_path, results, artifacts)
+    write_report(tmp_path)
+    before = figure_bytes(tmp_path)
+    report_md = (tmp_path / "report.md").read_bytes()
+    report_html = (tmp_path / "report.html").read_bytes()
+
+    # New loss curves and no L2 section, but the prediction grids fail to draw:
+    # 3 images for 16 titles.
+    for row in results["runs"][baseline_key(results)]["history"]:
+        row["val_loss"] *= 2
+    del results["sections"]["l2"]
+    artifacts["correct_images"] = artifacts["correct_images"][:3]
+    save_study(tmp_path, results, artifacts)
+    with pytest.raises(DataError, match="failed to build the report"):
+        write_report(tmp_path)
+
+    assert figure_bytes(tmp_path) == before
+    assert (tmp_path / "report.md").read_bytes() == report_md
+    assert (tmp_path / "report.html").read_bytes() == report_html
+
+
+def test_remove_stale_figures_without_folder(tmp_path):
+    assert report.remove_stale_figures(tmp_path / "figures", set()) == []
+
+
+# ---------------------------------------------------------------------------
+# Environment table
+
+
+def test_environment_booleans_yes_no(mnist, tmp_path):
+    table = section_text(markdown(mnist), "Reproducibility")
+    assert "| channels_last | no |" in table
+    assert "| channels_last | False |" not in table
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    results["environment"]["channels_last"] = True
+    text = section_text(build_markdown(results, artifacts, tmp_path), "Reproducibility")
+    assert "| channels_last | yes |" in text
+    assert "| threads | 2 |" in text
+
+
+# ---------------------------------------------------------------------------
+# Timing noise
+
+
+def timed_run(epoch_times: list[float], status: str = "completed") -> dict:
+    history = [{"epoch": index + 1, "epoch_time_s": time} for index, time in enumerate(epoch_times)]
+    return {"status": status, "history": history, "final": {"train_time_s": sum(epoch_times)}}
+
+
+def timed_cell(*runs: dict) -> report_results.Cell:
+    return report_results.Cell([str(index) for index in range(len(runs))], list(runs), [])
+
+
+def seed_cell(*train_times: float) -> report_results.Cell:
+    return timed_cell(*[timed_run([time / 2, time / 2]) for time in train_times])
+
+
+def test_within_run_spread_skips_first_epoch():
+    spread = report_timing.within_run_spread([timed_run([10.0, 2.0, 2.2, 1.8])])
+    assert spread is not None
+    assert spread.values == [pytest.approx(0.1)]
+    assert spread.sizes == [3]
+
+
+def test_within_run_spread_needs_two_later_epochs():
+    assert report_timing.within_run_spread([timed_run([10.0, 2.0])]) is None
+
+
+def test_across_seed_spread_per_cell():
+    spread = report_timing.across_seed_spread([seed_cell(10.0, 11.0, 12.0), seed_cell(5.0)])
+    assert spread is not None
+    assert spread.values == [pytest.approx(1.0 / 11.0)]
+    assert spread.sizes == [3]
+
+
+def test_time_change_within_seed_noise():
+    result = report_timing.compare_times(seed_cell(10.0, 12.0, 11.0), seed_cell(11.0, 13.0, 12.0))
+    assert result is not None
+    assert result.basis == "seeds"
+    assert result.statistic == pytest.approx(1.0 / np.sqrt(2.0 / 3.0))
+    assert not result.exceeds_noise
+    text = report_timing.time_change_sentence("Going from A to B", result)
+    assert "from 11.0 s to 12.0 s (+1.00 s); |t| = 1.2 over 3 seeds" in text
+    assert "within the seed-to-seed noise, not a measured one" in text
+
+
+def test_time_change_beyond_seed_noise():
+    result = report_timing.compare_times(seed_cell(10.0, 10.2, 9.8), seed_cell(20.0, 20.2, 19.8))
+    assert result is not None
+    assert result.exceeds_noise
+    text = report_timing.time_change_sentence("Going from A to B", result)
+    assert "|t| = 61.2 over 3 seeds, so the difference exceeds the seed-to-seed noise." in text
+
+
+def test_time_change_one_seed_uses_epochs():
+    before = timed_cell(timed_run([5.0, 2.0, 2.1, 1.9]))
+    slower = timed_cell(timed_run([5.0, 3.0, 3.1, 2.9]))
+    similar = timed_cell(timed_run([5.0, 2.05, 2.15, 1.95]))
+    result = report_timing.compare_times(before, slower)
+    assert result is not None
+    assert result.basis == "epochs"
+    text = report_timing.time_change_sentence("Going from A to B", result)
+    assert "mean time of an epoch after the first from 2.00 s to 3.00 s (+1.00 s)" in text
+    assert "exceeds that noise, but it is unconfirmed without two seeds per cell" in text
+    result = report_timing.compare_times(before, similar)
+    assert result is not None
+    assert not result.exceeds_noise
+    text = report_timing.time_change_sentence("Going from A to B", result)
+    assert "within that noise, not a measured one" in text
+
+
+def test_time_change_without_noise_measure():
+    before = timed_cell(timed_run([5.0, 2.0]))
+    after = timed_cell(timed_run([5.0, 3.0]))
+    assert report_timing.compare_times(before, after) is None
+    text = report_timing.time_change_sentence("Going from A to B", None)
+    assert "the difference in training time is unconfirmed" in text
+
+
+def test_noise_threshold_from_largest_spread():
+    cells = [seed_cell(10.0, 11.0, 12.0), seed_cell(20.0, 20.5, 21.0)]
+    runs = [run for cell in cells for run in cell.completed]
+    sentences = report_timing.noise_sentences(runs, cells, threshold=True)
+    largest = 1.0 / 11.0
+    limit = 2 * np.sqrt(2 / 3) * largest
+    assert "varied by a median of" in sentences[1]
+    assert f"largest {100 * largest:.1f}%" in sentences[1]
+    assert f"differ by less than {100 * limit:.1f}%" in sentences[2]
+    assert "not a measured one" in sentences[2]
+
+
+def relative_spreads(groups: list[list[float]]) -> list[float]:
+    return [float(np.std(times, ddof=1) / np.mean(times)) for times in groups if len(times) >= 2]
+
+
+def test_stride_kernel_noise_from_epochs(mnist):
+    _, _, results = mnist
+    text = section_text(markdown(mnist), "Stride × filter size")
+    cells = [cell for cell in results["sections"]["stride_kernel"]["cells"] if cell["valid"]]
+    epochs = [
+        [row["epoch_time_s"] for row in results["runs"][key]["history"][1:]]
+        for cell in cells
+        for key in cell["runs"]
+    ]
+    spreads = relative_spreads(epochs)
+    assert f"varied by a median of {100 * np.median(spreads):.1f}% of their mean" in text
+    assert f"over {len(spreads)} runs; largest {100 * max(spreads):.1f}%" in text
+    limit = 2 * np.sqrt(2) * max(spreads)
+    assert f"Two training times that differ by less than {100 * limit:.1f}%" in text
+    assert "No cell has two completed seeds" in text
+    assert "from the cheapest to the best cell changed the mean time of an epoch" in text
+
+
+def test_stride_kernel_noise_over_seeds(cifar):
+    text = section_text(markdown(cifar), "Stride × filter size")
+    assert "Across seeds, the training time of one cell varied by a median of" in text
+    assert "over 2 or more seeds that differ by less than" in text
+    assert "the best cell changed the mean training time from" in text
+    assert "over 3 seeds, so the difference exceeds the seed-to-seed noise" in text
+
+
+def test_baseline_time_spread_over_seeds(cifar):
+    _, _, results = cifar
+    keys = results["sections"]["baseline"]["runs"]
+    times = [results["runs"][key]["final"]["train_time_s"] for key in keys]
+    spread = relative_spreads([times])[0]
+    text = section_text(markdown(cifar), "Training")
+    # Spreads under 0.1% are shown with two significant digits.
+    assert 100 * spread < 0.1
+    expected = f"{100 * spread:.2g}%"
+    assert f"Across the 3 completed seeds, the training time varied by {expected}" in text

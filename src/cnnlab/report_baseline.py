@@ -29,6 +29,7 @@ from cnnlab.report_document import (
     shape_text,
 )
 from cnnlab.report_results import Cell, Study, overfitting_gap
+from cnnlab.report_timing import noise_sentences
 
 # ---------------------------------------------------------------------------
 # 1. Architecture
@@ -218,6 +219,7 @@ def _training_sentences(study: Study, cell: Cell) -> list[str]:
         f"Each run trained for {budget.text()}, in {seconds(time)} of training time"
         + (f" at {rate:,.0f} images/s." if rate is not None else ".")
     )
+    sentences += noise_sentences(cell.completed + cell.diverged, [cell], threshold=False)
     if cell.diverged:
         sentences.append(f"Runs that diverged: {cell.status_text()}.")
     return sentences

@@ -153,7 +153,7 @@ def reproducibility_section(study: Study, run_dir: Path) -> Section:
     section.blocks.append(
         Table(
             ["item", "value"],
-            [[str(name), str(value)] for name, value in environment.items()],
+            [[str(name), _environment_value(value)] for name, value in environment.items()],
             "Environment",
         )
     )
@@ -177,6 +177,15 @@ def reproducibility_section(study: Study, run_dir: Path) -> Section:
         section.blocks.append(Code(json.dumps(config, indent=1, sort_keys=True)))
 
     return section
+
+
+def _environment_value(value: object) -> str:
+    """Format an environment entry, with yes or no for a boolean such as channels_last."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return MISSING
+    return str(value)
 
 
 def _run_table(study: Study) -> Table:

@@ -35,6 +35,7 @@ from cnnlab.report_document import (
     shape_text,
 )
 from cnnlab.report_results import Cell, Study, overfitting_gap
+from cnnlab.report_timing import compare_times, noise_sentences, time_change_sentence
 
 # ---------------------------------------------------------------------------
 # Model selection
@@ -105,6 +106,7 @@ def stride_kernel_section(study: Study) -> Section | None:
     section.blocks.append(
         Table(columns, rows, "Accuracy (mean ± std over seeds) and cost of each cell")
     )
+    section.blocks.append(Paragraph(" ".join(_timing_noise_sentences(study, sweep["cells"]))))
 
     points_data = _stride_kernel_points(study, sweep["cells"])
     if points_data:
@@ -163,6 +165,12 @@ def _grid_scope_sentence(study: Study, sweep: Mapping[str, Any]) -> str:
             "convolution already downsamples."
         )
     return sentence
+
+
+def _timing_noise_sentences(study: Study, specs: Sequence[Mapping[str, Any]]) -> list[str]:
+    cells = [study.cell(spec["runs"]) for spec in specs if spec.get("valid", True)]
+    runs = [run for cell in cells for run in cell.completed + cell.diverged]
+    return noise_sentences(runs, cells, threshold=True)
 
 
 def _multi_seed(points_data: Sequence[Mapping[str, Any]]) -> bool:
@@ -304,7 +312,11 @@ def _cost_sentences(
         sentence += f" and {best_time / cheap_time:.1f}× the training time"
     sentence += f" of the cheapest cell, stride {cheapest[0]} with kernel {cheapest[1]}."
     subject = "Going from the cheapest to the best cell"
-    return [sentence, _compare_cells(study, subject, cheap_cell, best_cell)]
+    return [
+        sentence,
+        time_change_sentence(subject, compare_times(cheap_cell, best_cell)),
+        _compare_cells(study, subject, cheap_cell, best_cell),
+    ]
 
 
 # ---------------------------------------------------------------------------
