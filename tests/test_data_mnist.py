@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnlab.data import DATASETS, load_dataset, resolve_data_dir
+from cnnlab.data._download import describe_download_error
 from cnnlab.data.mnist import (
     MIRRORS,
     TEST_LABELS,
@@ -435,14 +436,79 @@ def test_download_mnist_all_mirrors_fail(tmp_path: Path, monkeypatch: pytest.Mon
         load_mnist(data_dir, download=True)
 
     message = str(error.value)
-    assert "MNIST files not found: train-images-idx3-ubyte(.gz)" in message
-    assert f"looked in {data_dir / 'mnist'} and {data_dir}" in message
-    assert "the download failed" in message
-    assert f"all {len(MIRRORS)} mirrors failed, first with:" in message
-    assert f"cannot reach {MIRRORS[0]}{TRAIN_IMAGES_GZ}" in message
-    assert "pass --data-dir" in message
+    assert "MNIST files train-images-idx3-ubyte(.gz) and 3 more not found" in message
+    assert f"in {data_dir} or its mnist/ folder," in message
+    assert "the download failed (could not connect)" in message
+    assert "put the files in --data-dir or $CNNLAB_DATA, see Data in README.md" in message
+    assert "cannot reach" not in message
     assert "\n" not in message
-    assert len(message) < 600
+    assert len(message) - len(str(data_dir)) < 200
+    assert [call["url"] for call in retrieve.calls] == [
+        MIRRORS[0] + TRAIN_IMAGES_GZ,
+        MIRRORS[1] + TRAIN_IMAGES_GZ,
+    ]
+
+
+def test_download_mnist_fails_midway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_fake_mnist(tmp_path / "origin")
+    retrieve = FakeRetrieve(tmp_path / "origin")
+
+    def second_file_offline(url: str, **kwargs: object) -> str:
+        if kwargs["fname"] != TRAIN_IMAGES_GZ:
+            raise requests.ConnectionError(f"cannot reach {url}")
+        return retrieve(url, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pooch, "retrieve", second_file_offline)
+    data_dir = tmp_path / "data"
+
+    with pytest.raises(DataError) as error:
+        load_mnist(data_dir, download=True)
+
+    # The first file arrived, so the message starts at the second and counts the rest.
+    assert "MNIST files train-labels-idx1-ubyte(.gz) and 2 more not found" in str(error.value)
+    assert (data_dir / "mnist" / TRAIN_IMAGES_GZ).is_file()
+
+
+def test_download_mnist_last_file_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_fake_mnist(tmp_path / "data" / "mnist")
+    (tmp_path / "data" / "mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    monkeypatch.setattr(pooch, "retrieve", FakeRetrieve(tmp_path / "origin", MIRRORS))
+
+    with pytest.raises(DataError) as error:
+        load_mnist(tmp_path / "data", download=True, verify=False)
+
+    assert "MNIST file t10k-labels-idx1-ubyte(.gz) not found" in str(error.value)
+
+
+def http_error(status: int, reason: str) -> requests.HTTPError:
+    response = requests.Response()
+    response.status_code = status
+    response.reason = reason
+    return requests.HTTPError(f"{status} Client Error: {reason} for url: x", response=response)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (
+            requests.ConnectionError("HTTPSConnectionPool(...): Max retries exceeded"),
+            "could not connect",
+        ),
+        (requests.ConnectTimeout("HTTPSConnectionPool(...): Max retries exceeded"), "timed out"),
+        (requests.ReadTimeout("HTTPSConnectionPool(...): Read timed out."), "timed out"),
+        (http_error(404, "Not Found"), "HTTP 404 Not Found"),
+        (requests.HTTPError("no response"), "HTTP error"),
+        (requests.exceptions.ChunkedEncodingError("Connection broken"), "ChunkedEncodingError"),
+        (
+            ValueError("MD5 hash of downloaded file (x) does not match the known hash"),
+            "checksum mismatch",
+        ),
+        (PermissionError(13, "Permission denied"), "Permission denied"),
+        (OSError("disk\nfull"), "disk full"),
+    ],
+)
+def test_describe_download_error(error: Exception, reason: str) -> None:
+    assert describe_download_error(error) == reason
 
 
 def test_download_mnist_bad_content_rejected(

@@ -332,8 +332,9 @@ def locate_cifar10(data_dir: Path, *, download: bool) -> tuple[Layout, Path]:
         download_file([ARCHIVE_URL], archive, known_hash=ARCHIVE_HASH)
     except DownloadError as error:
         raise DataError(
-            f"{_not_found_message(data_dir)}; the download failed ({error}); download "
-            f"{ARCHIVE_URL} into {archive.parent} by hand, or pass --data-dir"
+            f"CIFAR-10 files not found in {data_dir} or its cifar10/ folder, and the "
+            f"download of {ARCHIVE_URL} failed ({error}); put {BINARY.folder}/ or "
+            f"{BINARY.archive} in --data-dir or $CNNLAB_DATA, see Data in README.md"
         ) from error
     return BINARY, extract_archive(archive, BINARY)
 

@@ -231,15 +231,27 @@ def _missing_files_message(data_dir: Path, missing: list[IdxFile]) -> str:
 
 def download_mnist(data_dir: Path, missing: list[IdxFile]) -> None:
     """Download the missing .gz files into <data_dir>/mnist/, trying each mirror in turn."""
-    for spec in missing:
+    for index, spec in enumerate(missing):
         target = data_dir / "mnist" / f"{spec.stem}.gz"
         try:
             download_file([mirror + target.name for mirror in MIRRORS], target, known_hash=None)
         except DownloadError as error:
-            raise DataError(
-                f"{_missing_files_message(data_dir, missing)}; the download failed ({error}); "
-                f"download the files into {target.parent} by hand, or pass --data-dir"
-            ) from error
+            raise DataError(_download_failed_message(data_dir, missing[index:], error)) from error
+
+
+def _download_failed_message(data_dir: Path, missing: list[IdxFile], error: DownloadError) -> str:
+    """Return the one-line error for files that are neither in data_dir nor downloadable.
+
+    missing starts with the file whose download failed and lists only files still missing.
+    """
+    if len(missing) == 1:
+        files = f"MNIST file {missing[0].stem}(.gz)"
+    else:
+        files = f"MNIST files {missing[0].stem}(.gz) and {len(missing) - 1} more"
+    return (
+        f"{files} not found in {data_dir} or its mnist/ folder, and the download failed "
+        f"({error}); put the files in --data-dir or $CNNLAB_DATA, see Data in README.md"
+    )
 
 
 def split_mnist(
