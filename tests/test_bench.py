@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["bench", "mnist", "--seeds", "0"], "invalid value 0: must be at least 1"),
         (["bench", "mnist", "--out", "results.txt"], "give a file name ending in .json"),
         (["bench", "mnist", "--precision", "fp8"], "invalid choice: 'fp8'"),
+        (["bench", "mnist", "--seeds", "101"], "invalid --seeds 101:"),
+        (["bench", "mnist", "--seed", "2147483648"], "invalid --seed 2147483648:"),
     ],
 )
 def test_bad_bench_options_exit_2(
@@ -105,6 +108,30 @@ def test_run_bench_summarises_seeds(
     table = format_results(results)
     assert "tiny" in table
     assert "evaluation" in table
+
+
+def test_bench_prints_peak_once(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = make_splits()
+    monkeypatch.setattr(bench, "load_dataset", lambda name, data_dir=None: data)
+    monkeypatch.setattr(
+        bench,
+        "recipes",
+        lambda dataset, device, quick=False: [Recipe("tiny", 0.5, 1e6, tiny_run(epochs=1))],
+    )
+    monkeypatch.setattr(bench, "matmul_peak", lambda dtype, device: 1e12)
+    caplog.set_level(logging.INFO)
+
+    code, stdout, err = run_cli(["bench", "mnist", "--seeds", "1"], capsys)
+
+    assert code == 0, err
+    # Under pytest a log line need not reach the captured stderr, so records count as well.
+    printed = stdout + err + "\n".join(record.getMessage() for record in caplog.records)
+    assert printed.count("matrix-product peak") == 1
+    assert "matrix-product peak: fp32 1000 GFLOP/s, bf16 1000 GFLOP/s" in stdout
 
 
 def test_unmet_target_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:

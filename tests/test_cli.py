@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
         (["study", "mnist", "--seeds", "0"], "invalid value 0: must be at least 1"),
         (["study", "mnist", "--device", "tpu"], "invalid choice: 'tpu'"),
         (["train", "mnist", "--l2", "nan"], "invalid value 'nan': must be a finite number"),
-        (["train", "mnist", "--l2", "-0.1"], "invalid train.l2 -0.1"),
+        (["train", "mnist", "--l2", "-0.1"], "invalid --l2 -0.1"),
         (["train", "mnist", "--epochs", "x"], "invalid value 'x': expected a whole number"),
     ],
 )
@@ -44,6 +45,72 @@ def test_invalid_option_exits_2(
     assert len(err.strip().splitlines()) == 1
     assert not out.exists()
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["study", "mnist", "--seed", "2147483648"], "invalid --seed 2147483648:"),
+        (["study", "mnist", "--seeds", "101"], "invalid --seeds 101:"),
+        (["train", "mnist", "--seed", "2147483648"], "invalid --seed 2147483648:"),
+        (["train", "mnist", "--epochs", "1001"], "invalid --epochs 1001:"),
+        (["train", "mnist", "--lr", "-1"], "invalid --lr -1.0:"),
+        (["train", "mnist", "--lr", "0"], "invalid --lr 0.0:"),
+        (["train", "mnist", "--lr=-1"], "invalid --lr -1.0:"),
+        (["train", "mnist", "--batch-size", "65537"], "invalid --batch-size 65537:"),
+        (["train", "cifar10", "--l2", "-0.5"], "invalid --l2 -0.5:"),
+    ],
+)
+def test_invalid_option_value_names_option(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    code, err = run_cli([*args, "--out", str(out), "--data-dir", str(tmp_path / "data")], capsys)
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert not (tmp_path / "data").exists()
+
+
+def test_config_file_value_names_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "study.toml"
+    path.write_text("[train]\nlr = -1.0\n")
+    code, err = run_cli(["train", "mnist", "--config", str(path), "--epochs", "1"], capsys)
+    assert code == 2
+    assert "invalid train.lr -1.0:" in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["study", "mnist", "--bogus"],
+        ["train", "mnist", "--bogus", "3"],
+        ["report", "runs/mnist", "--bogus"],
+        ["bench", "--bogus"],
+        ["bench", "mnist", "--quick", "--bogus"],
+    ],
+)
+def test_unknown_option_points_at_command_help(
+    args: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, err = run_cli(args, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "unrecognized arguments: --bogus" in err
+    assert f"see 'cnnlab {args[0]} --help'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_option_before_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_cli(["--bogus", "study", "mnist"], capsys)
+    assert code == 2
+    assert "unrecognized arguments: --bogus" in err
+    assert "see 'cnnlab --help'" in err
 
 
 @pytest.mark.parametrize(
@@ -80,25 +147,88 @@ def test_invalid_config_exits_2(
     assert not out.exists()
 
 
-def test_missing_data_exits_3(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+# The text of a requests ConnectionError when a host cannot be resolved, in the wording
+# of urllib3 2. Tests raise it from a replaced pooch.retrieve and never contact a host.
+OFFLINE_ERROR_TEXT = (
+    "HTTPSConnectionPool(host='mirror.example', port=443): Max retries exceeded with url: "
+    '/mnist/train-images-idx3-ubyte.gz (Caused by NameResolutionError("<urllib3.connection.'
+    "HTTPSConnection object at 0x7f0000000000>: Failed to resolve 'mirror.example' ([Errno -3] "
+    'Temporary failure in name resolution)"))'
+)
+
+
+@pytest.mark.parametrize("quiet", [True, False], ids=["quiet", "verbose"])
+@pytest.mark.parametrize(
+    ("dataset", "file_name"),
+    [("mnist", "train-images-idx3-ubyte(.gz)"), ("cifar10", "cifar-10-binary.tar.gz")],
+)
+def test_failed_download_exits_3(
+    dataset: str,
+    file_name: str,
+    quiet: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import requests
+
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "out"
 
-    # No network in tests: a download attempt must fail as if offline.
     def offline(*args: object, **kwargs: object) -> None:
-        raise OSError("network disabled in tests")
+        raise requests.ConnectionError(OFFLINE_ERROR_TEXT)
 
     monkeypatch.setattr("pooch.retrieve", offline)
-    code, err = run_cli(["train", "mnist", "--data-dir", str(empty), "--out", str(out)], capsys)
+    caplog.set_level(logging.DEBUG)
+    args = ["train", dataset, "--data-dir", str(empty), "--out", str(out)]
+    code, err = run_cli([*args, "--quiet"] if quiet else args, capsys)
+
     assert code == 3, err
-    # The failed download attempts are logged before the error line.
     errors = [line for line in err.splitlines() if line.startswith("cnnlab: error:")]
     assert len(errors) == 1
+    assert file_name in errors[0]
     assert str(empty) in errors[0]
+    assert "could not connect" in errors[0]
+    assert "--data-dir or $CNNLAB_DATA" in errors[0]
+    assert "README.md" in errors[0]
+    assert "Max retries" not in err
     assert "Traceback" not in err
+    assert not out.exists()
+    # Whether log lines reach stderr depends on pytest's handlers, so check the records.
+    # Without --quiet only the INFO line that names the download may show.
+    records = [record for record in caplog.records if record.levelno >= logging.INFO]
+    assert [record.levelno for record in records] == ([] if quiet else [logging.INFO])
+    assert not any("Max retries" in record.getMessage() for record in records)
+    if quiet:
+        assert err.strip() == errors[0]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError("network access is disabled in the tests"), "network access is disabled"),
+        (PermissionError(13, "Permission denied"), "Permission denied"),
+    ],
+)
+def test_failed_download_local_error(
+    error: OSError,
+    reason: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr("pooch.retrieve", fail)
+    out = tmp_path / "out"
+    args = ["study", "mnist", "--data-dir", str(tmp_path), "--out", str(out), "--quiet"]
+    code, err = run_cli(args, capsys)
+    assert code == 3
+    assert len(err.strip().splitlines()) == 1
+    assert f"the download failed ({reason}" in err
     assert not out.exists()
 
 
@@ -121,15 +251,18 @@ def test_help_names_units_and_defaults() -> None:
     assert "--data-dir" in result.stdout
 
 
-def test_quiet_silences_pooch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import logging
-
+# pooch's INFO lines repeat, once per mirror, the line that cnnlab logs per download.
+@pytest.mark.parametrize("quiet", [["--quiet"], []], ids=["quiet", "verbose"])
+def test_pooch_logs_only_warnings(
+    quiet: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pooch
 
     logger = pooch.get_logger()
     before = logger.level
     try:
-        run_cli(["report", str(tmp_path / "missing"), "--quiet"], capsys)
+        logger.setLevel(logging.DEBUG)
+        run_cli(["report", str(tmp_path / "missing"), *quiet], capsys)
         assert logger.level == logging.WARNING
     finally:
         logger.setLevel(before)

@@ -248,11 +248,6 @@ def run_bench(
         "fp32": matmul_peak(torch.float32, device),
         "bf16": matmul_peak(torch.bfloat16, device),
     }
-    log.info(
-        "matrix-product peak: fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s",
-        peaks["fp32"] / 1e9,
-        peaks["bf16"] / 1e9,
-    )
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"),
         "environment": environment(device, precision),

@@ -24,9 +24,54 @@ from cnnlab.errors import CnnlabError, ConfigError
 log = logging.getLogger("cnnlab")
 
 
+def _usage_error_line(prog: str, message: str) -> str:
+    return f"cnnlab: error: {message}; see '{prog} --help'\n"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # one line and exit 2, like every other input error
-        self.exit(2, f"cnnlab: error: {message}; see '{self.prog} --help'\n")
+        self.exit(2, _usage_error_line(self.prog, message))
+
+
+def _parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv, pointing an unrecognized argument after a command at that command's help."""
+    args, unrecognized = parser.parse_known_args(argv)
+    if not unrecognized:
+        return args
+    tokens = sys.argv[1:] if argv is None else argv
+    # argparse passes every token after the command name to the command's parser, which
+    # returns the ones it does not know. Only tokens before the command name are the
+    # main parser's.
+    after_command = bool(tokens) and tokens[0] == args.command
+    prog = f"{parser.prog} {args.command}" if after_command else parser.prog
+    message = f"unrecognized arguments: {' '.join(unrecognized)}"
+    parser.exit(2, _usage_error_line(prog, message))
+
+
+# Maps the argparse dest of each option that sets a config field to the option and to the
+# field name that config validation writes in its "invalid FIELD VALUE: ..." messages.
+_OPTION_FIELDS = {
+    "epochs": ("--epochs", "train.epochs"),
+    "lr": ("--lr", "train.lr"),
+    "batch_size": ("--batch-size", "train.batch_size"),
+    "l2": ("--l2", "train.l2"),
+    "seed": ("--seed", "seed"),
+    "seeds": ("--seeds", "seeds"),
+    "device": ("--device", "device"),
+}
+
+
+def _name_option(message: str, args: argparse.Namespace) -> str:
+    """Replace the config field in an invalid-value message with the option that set it.
+
+    A field that no option set, because its value came from --config or a default,
+    stays as it is.
+    """
+    for dest, (option, field) in _OPTION_FIELDS.items():
+        prefix = f"invalid {field} "
+        if getattr(args, dest, None) is not None and message.startswith(prefix):
+            return f"invalid {option} {message.removeprefix(prefix)}"
+    return message
 
 
 def _positive_int(text: str) -> int:
@@ -224,10 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
 def _setup_logging(quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # basicConfig does nothing when the root logger already has a handler, as under
+    # pytest, so --quiet also sets the level of cnnlab's own loggers.
+    log.setLevel(level)
     # pooch logs through its own logger object, not the one logging.getLogger("pooch") returns.
+    # Its INFO lines repeat, once per mirror, the line that cnnlab.data logs per downloaded
+    # file, so only its warnings are shown.
     import pooch
 
-    pooch.get_logger().setLevel(level)
+    pooch.get_logger().setLevel(logging.WARNING)
 
 
 def _load_study(args: argparse.Namespace) -> Any:
@@ -314,10 +364,16 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.bench import format_results, run_bench
-    from cnnlab.config import check_choice
+    from cnnlab.config import check_choice, check_range
 
     for dataset in args.datasets:
         check_choice("dataset", dataset, ("mnist", "cifar10"))
+    # The limits that config.validate_study sets on a study's seeds and seed. Without them,
+    # a seed past the 64-bit range of torch.manual_seed fails with a traceback once
+    # training starts.
+    check_range("--seeds", args.seeds, low=1, high=100)
+    first_seed = 0 if args.seed is None else args.seed
+    check_range("--seed", first_seed, low=0, high=2**31 - 1)
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.is_dir():
@@ -329,7 +385,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     results = run_bench(
         list(dict.fromkeys(args.datasets)),
         seeds=args.seeds,
-        first_seed=0 if args.seed is None else args.seed,
+        first_seed=first_seed,
         device=args.device or "auto",
         precision=args.precision,
         data_dir=args.data_dir,
@@ -349,7 +405,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse_args(parser, argv)
     _setup_logging(args.quiet)
     # SIGTERM ends the process like Ctrl-C; stored runs and checkpoints are already complete files.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -366,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as exc:
         if args.debug:
             raise
-        print(f"cnnlab: error: {exc}", file=sys.stderr)
+        message = _name_option(str(exc), args) if isinstance(exc, ConfigError) else str(exc)
+        print(f"cnnlab: error: {message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         # Start on a new line in case a progress bar was being drawn.
