@@ -98,7 +98,7 @@ def test_run_bench_summarises_seeds(
     assert row["accuracy_mean"] == pytest.approx(sum(accuracies) / 2)
     assert row["accuracy_min"] == min(accuracies)
     assert row["train_time_mean_s"] > 0
-    flops = 3 * run_flops(config)
+    flops = bench.train_flops_per_image(config, data)
     assert row["runs"][0]["train_flop_per_s"] == pytest.approx(
         flops * row["runs"][0]["images_per_s"]
     )
@@ -169,10 +169,29 @@ def test_recipe_can_train_on_validation(monkeypatch: pytest.MonkeyPatch) -> None
     assert summary["target_met"] is False
 
 
-def run_flops(config: RunConfig) -> int:
+def test_train_flops_skip_the_gradients_training_skips() -> None:
     from cnnlab.models import layer_table
 
-    return sum(row.flops for row in layer_table(config.model, (1, 28, 28), 10))
+    # No stem: the first convolution needs no input gradient, every later layer does.
+    config = tiny_run()
+    rows = {row.name: row for row in layer_table(config.model, (1, 28, 28), 10)}
+    forward = sum(row.flops for row in rows.values())
+    weighted = sum(row.flops for row in rows.values() if row.params)
+    first = rows["block1.conv"].flops
+    expected = 2 * forward + weighted - first
+    assert bench.train_flops_per_image(config, make_splits()) == pytest.approx(expected)
+
+    # The airbench recipe: a frozen stem (forward only), and the first convolution's
+    # input gradient in the 3 of 9 epochs in which the stem's bias trains.
+    cifar = next(r for r in recipes("cifar10", "cpu") if r.name == "cifar10-94").config
+    assert (cifar.train.epochs, cifar.train.whiten_bias_epochs) == (9, 3)
+    data = make_splits(channels=3, size=32)
+    rows = {row.name: row for row in layer_table(cifar.model, (3, 32, 32), 10)}
+    stem, first = rows.pop("stem.conv").flops, rows["block1.conv"].flops
+    forward = sum(row.flops for row in rows.values())
+    weighted = sum(row.flops for row in rows.values() if row.params)
+    expected = stem + 2 * forward + weighted - first * (1 - 3 / 9)
+    assert bench.train_flops_per_image(cifar, data) == pytest.approx(expected)
 
 
 @pytest.mark.realdata

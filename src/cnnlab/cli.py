@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--precision",
-        choices=("auto", "bf16", "fp32"),
+        choices=("auto", "bf16", "fp16", "fp32"),
         default="auto",
         help="autocast precision (default: auto, bf16 where the hardware runs it fast)",
     )
