@@ -169,7 +169,7 @@ def test_recipe_can_train_on_validation(monkeypatch: pytest.MonkeyPatch) -> None
     assert summary["target_met"] is False
 
 
-def test_train_flops_skip_the_gradients_training_skips() -> None:
+def test_train_flops_skip_unused_gradients() -> None:
     from cnnlab.models import layer_table
 
     # No stem: the first convolution needs no input gradient, every later layer does.

@@ -151,9 +151,7 @@ def test_mnist_preprocessing_comparison_rejected() -> None:
     ("whiten_patch", "epochs"),
     [(0, 10), (2, 3)],  # no stem to freeze; no epoch after the third to freeze it in
 )
-def test_whiten_bias_epochs_without_effect_keeps_the_run_key(
-    whiten_patch: int, epochs: int
-) -> None:
+def test_inert_bias_freeze_keeps_key(whiten_patch: int, epochs: int) -> None:
     base = default_study("cifar10")
     base = dataclasses.replace(
         base,
@@ -172,7 +170,7 @@ def test_whiten_bias_epochs_without_effect_keeps_the_run_key(
     assert keys[0] == keys[3]
 
 
-def test_whiten_bias_epochs_with_effect_changes_the_run_key() -> None:
+def test_bias_freeze_changes_key() -> None:
     base = default_study("cifar10")
     with_freeze = plan_study(base, "cpu").runs.keys()
     without = plan_study(

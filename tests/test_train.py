@@ -59,7 +59,7 @@ def test_divergence_is_recorded(tiny_data: DatasetSplits) -> None:
     json.dumps(record, allow_nan=False)
 
 
-def test_sparse_divergence_checks_change_nothing_else(
+def test_sparse_divergence_checks_same_result(
     tiny_data: DatasetSplits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Checking the loss every few steps, as on a GPU, trains the same and still stops."""

@@ -42,8 +42,9 @@ HIST_BINS = 50
 DIVERGENCE_FACTOR = 100.0
 WHITEN_IMAGES = 5000  # training images whose patches set the whitening stem
 # Steps between divergence checks. Reading the loss back makes a GPU wait for its queued
-# work, so there it happens only every 25 steps; the CPU checks every step, and so stops
-# a diverging run before its first bad update.
+# work, so a GPU checks every 25 steps. The CPU checks every step, so it stops a diverging
+# run before its first bad update.
+# NOTE: the GPU path (every device but the CPU) has not run on a GPU yet.
 SYNC_STEPS = {"cpu": 1}
 GPU_SYNC_STEPS = 25
 LOOKAHEAD_DECAY = 0.95  # per step; the pull every k steps is this to the power k, times (t/T)³
@@ -343,8 +344,8 @@ def train_run(
 
     prepared = PreparedData(data, config)
     if device != "cpu":
-        # The training split moves to the GPU once, so batches need no copy each step;
-        # evaluation copies its batches, and predictions come back to the CPU.
+        # The training split moves to the GPU once, so batches need no copy each step.
+        # Evaluation copies its own batches and returns its predictions on the CPU.
         prepared.train_x = prepared.train_x.to(device)
         prepared.train_y = prepared.train_y.to(device)
     n_train = len(prepared.train_x)
@@ -432,7 +433,7 @@ def train_run(
             model.stem.freeze_bias()
         t0 = time.perf_counter()
         order = torch.randperm(n_train, generator=generator)
-        # Running sums stay on the device, so a GPU never waits for them.
+        # Running sums stay on the device, so adding to them does not make a GPU wait.
         sum_ce = torch.zeros((), dtype=torch.float64, device=device)
         sum_pen = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -462,7 +463,8 @@ def train_run(
             if train.l2 > 0:
                 penalty = train.l2 * l2_norm_sq(weights)
                 loss = ce + penalty
-            # A non-finite loss counts as infinite; NaN passes through torch.maximum.
+            # A non-finite loss counts as infinite, and a NaN cross-entropy stays NaN in
+            # torch.maximum, so both fail the check below.
             worst = torch.maximum(worst, torch.where(loss.isfinite(), ce.detach(), math.inf))
             checked = (step + 1) % sync_every == 0 or i + train.batch_size >= n_train
             if checked and not worst.item() <= divergence_limit:
