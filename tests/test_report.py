@@ -23,7 +23,7 @@ from cnnlab import (
 )
 from cnnlab.cli import main
 from cnnlab.errors import DataError
-from cnnlab.report import render_html, render_markdown, write_report
+from cnnlab.report import load_artifacts, render_html, render_markdown, write_report
 from cnnlab.store import atomic_write_bytes, atomic_write_json
 
 HEADINGS = [
@@ -925,3 +925,15 @@ def test_baseline_time_spread_over_seeds(cifar):
     assert 100 * spread < 0.1
     expected = f"{100 * spread:.2g}%"
     assert f"Across the 3 completed seeds, the training time varied by {expected}" in text
+
+
+def test_damaged_compressed_artifacts_is_data_error(tmp_path: Path) -> None:
+    """A damaged byte inside a compressed array is a DataError, not a zlib traceback."""
+    rng = np.random.default_rng(0)
+    np.savez_compressed(tmp_path / "artifacts.npz", maps=rng.random((64, 64)))
+    data = bytearray((tmp_path / "artifacts.npz").read_bytes())
+    for i in range(200, len(data) - 200, 97):  # inside the deflate stream, not the zip headers
+        data[i] ^= 0xFF
+    (tmp_path / "artifacts.npz").write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"artifacts\.npz is corrupt"):
+        load_artifacts(tmp_path)
