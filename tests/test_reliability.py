@@ -512,19 +512,25 @@ def test_out_is_existing_file(
     assert out.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("other_runs", [False, True])  # True: a TensorBoard-style runs/
 def test_out_folder_with_other_files_kept(
-    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], other_runs: bool
 ) -> None:
     """A folder that is not a cnnlab run folder is left alone, so report.md is not overwritten."""
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "report.md").write_text("my own report\n")
+    if other_runs:
+        (out / "runs" / "tb").mkdir(parents=True)
     code, err = run_cli(study_args(out, tiny_config), capsys)
     assert code == 4, err
-    assert "already contains files that cnnlab did not write (such as report.md)" in err
+    assert "already contains files that cnnlab did not write" in err
     assert len(error_lines(err)) == 1, err
     assert (out / "report.md").read_text() == "my own report\n"
-    assert sorted(path.name for path in out.iterdir()) == ["report.md"]
+    expected = ["report.md", "runs"] if other_runs else ["report.md"]
+    assert sorted(path.name for path in out.iterdir()) == expected
+    if other_runs:
+        assert [path.name for path in (out / "runs").iterdir()] == ["tb"]
 
 
 def test_out_file_rejected_before_data(

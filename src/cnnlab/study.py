@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -411,15 +412,34 @@ def preprocessing_stages(
     }
 
 
+# The files that RunStore writes in runs/, and its temporary files (hidden names).
+RUN_FILE = re.compile(r"[0-9a-f]{16}\.(json|weights\.pt|checkpoint\.pt)|\..*")
+
+
+def is_run_folder(out: Path) -> bool:
+    """Return True for a folder that a study wrote: it has results.json, or a runs/
+    folder that contains only stored runs (a study interrupted before its report).
+    """
+    if (out / "results.json").is_file():
+        return True
+    runs = out / "runs"
+    if not runs.is_dir():
+        return False
+    try:
+        return all(RUN_FILE.fullmatch(entry.name) for entry in runs.iterdir())
+    except OSError:
+        return False
+
+
 def check_output_path(out: Path) -> None:
     """Reject an output path that cannot become a folder, without creating anything.
 
     An existing folder is accepted only when it is empty or already a cnnlab run
-    folder (it has results.json or runs/), so a report never overwrites other files.
+    folder (see is_run_folder), so a report never overwrites other files.
     """
     if out.exists() and not out.is_dir():
         raise OutputError(f"output folder {out} is an existing file; choose another --out")
-    if out.is_dir() and not (out / "results.json").exists() and not (out / "runs").is_dir():
+    if out.is_dir() and not is_run_folder(out):
         try:
             other = next(out.iterdir(), None)
         except OSError as exc:
