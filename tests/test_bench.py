@@ -247,9 +247,21 @@ def test_unwritable_out_fails_before_training(
     assert trained == []
 
 
-def test_existing_out_kept_until_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_json_out_is_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An existing --out file that no bench wrote is not replaced."""
     out = tmp_path / "mine.json"
     out.write_text('{"mine": 1}')
+    code = main(["bench", "mnist", "--quick", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 4, err
+    assert "is not a cnnlab bench result" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out.read_text() == '{"mine": 1}'
+
+
+def test_existing_out_kept_until_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "mine.json"
+    out.write_text('{"matmul_peak_flop_per_s": {}, "recipes": [], "environment": {}}')
 
     def interrupt(dtype: object, device: object) -> float:
         raise KeyboardInterrupt
@@ -257,5 +269,5 @@ def test_existing_out_kept_until_results(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(bench, "matmul_peak", interrupt)
     with pytest.raises(KeyboardInterrupt):
         run_bench(["mnist"], seeds=1, out=out, progress=False)
-    assert out.read_text() == '{"mine": 1}'
+    assert out.read_text() == '{"matmul_peak_flop_per_s": {}, "recipes": [], "environment": {}}'
     assert [path.name for path in tmp_path.iterdir()] == ["mine.json"]

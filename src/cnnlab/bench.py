@@ -10,6 +10,7 @@ augmentation and data loading are excluded and reported apart.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import resource
@@ -23,11 +24,15 @@ import torch
 
 from cnnlab.config import ConvBlock, ModelSpec, RunConfig, StudyConfig, default_study
 from cnnlab.data import DatasetSplits, load_dataset
+from cnnlab.errors import OutputError
 from cnnlab.models import layer_table
 from cnnlab.store import atomic_write_json, check_writable
 from cnnlab.train import environment, resolve_device, resolve_precision, train_run
 
 log = logging.getLogger(__name__)
+
+# Keys of every bench result file; an existing --out file without them is not replaced.
+BENCH_KEYS = {"matmul_peak_flop_per_s", "recipes", "environment"}
 
 
 @dataclass(frozen=True)
@@ -254,6 +259,21 @@ def run_recipe(
     return summary
 
 
+def check_replaceable(out: Path) -> None:
+    """Raise OutputError if ``out`` exists and is not a bench result that a rerun may replace."""
+    if not out.exists():
+        return
+    try:
+        existing = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        existing = None
+    if not (isinstance(existing, dict) and BENCH_KEYS.issubset(existing)):
+        raise OutputError(
+            f"--out {out} exists and is not a cnnlab bench result, so it is kept; "
+            "choose another --out file or remove it"
+        )
+
+
 def run_bench(
     datasets: list[str],
     *,
@@ -272,6 +292,7 @@ def run_bench(
         # Fail before any training when the results could not be saved, but keep an
         # existing file until the new results replace it.
         check_writable(out)
+        check_replaceable(out)
     peaks = {
         "fp32": matmul_peak(torch.float32, device),
         "bf16": matmul_peak(torch.bfloat16, device),

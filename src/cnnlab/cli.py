@@ -257,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="autocast precision (default: auto, bf16 where the hardware runs it fast)",
     )
     bench.add_argument(
-        "--out", metavar="FILE", default=None, help="also write the results to this JSON file"
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="also write the results to this JSON file (a new file, or an earlier bench result)",
     )
     bench.add_argument(
         "--quick", action="store_true", help="one short run per dataset, to check the setup"
