@@ -208,3 +208,28 @@ def test_damaged_weights_file_means_retraining(tmp_path: Path) -> None:
     data = store.weights_path("abc").read_bytes()
     store.weights_path("abc").write_bytes(data[: len(data) // 2])
     assert _stored(store, "abc") is None, "truncated weights file"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garble"])
+def test_damaged_weights_warning_is_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    from cnnlab.study import _stored
+
+    store = RunStore(tmp_path)
+    store.put("abc", {"key": "abc", "status": "completed"})
+    torch.save({"w": torch.arange(1000.0)}, store.weights_path("abc"))
+    data = bytearray(store.weights_path("abc").read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        for i in range(0, len(data), 7):
+            data[i] ^= 0x5A
+    store.weights_path("abc").write_bytes(bytes(data))
+    with caplog.at_level("WARNING"):
+        assert _stored(store, "abc") is None
+    messages = [record.getMessage() for record in caplog.records]
+    assert len(messages) == 1, messages
+    assert "\n" not in messages[0]
+    assert "weights_only" not in messages[0]
+    assert str(store.weights_path("abc")) in messages[0]

@@ -203,7 +203,13 @@ def _stored(store: RunStore, key: str) -> dict[str, Any] | None:
         try:
             state = torch.load(store.weights_path(key), weights_only=True)
         except Exception as exc:  # a damaged file only costs the retraining
-            log.warning("run %s: unusable weights file (%s); training it again", key, exc)
+            # The type only: torch's own text runs to several lines of loading advice.
+            log.warning(
+                "run %s: unreadable weights file %s (%s); training it again",
+                key,
+                store.weights_path(key),
+                type(exc).__name__,
+            )
             return None
         if not isinstance(state, dict):
             log.warning("run %s: weights file contains no state dict; training it again", key)
@@ -216,7 +222,8 @@ def execute_runs(
 ) -> dict[str, dict[str, Any]]:
     """Train every planned run the store lacks; return all run records by key."""
     records: dict[str, dict[str, Any]] = {}
-    todo = [key for key in plan.runs if _stored(store, key) is None]
+    found = {key: _stored(store, key) for key in plan.runs}  # checks each stored run once
+    todo = [key for key in plan.runs if found[key] is None]
     log.info(
         "runs planned: %d, stored already: %d, to train: %d",
         len(plan.runs),
@@ -225,7 +232,7 @@ def execute_runs(
     )
     done = 0
     for key, config in plan.runs.items():
-        stored = _stored(store, key)
+        stored = found[key]
         if stored is None:
             done += 1
             label = f"run {done}/{len(todo)} {key[:8]}"

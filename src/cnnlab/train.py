@@ -386,8 +386,10 @@ def train_run(
             if train.lookahead_every and not isinstance(slow_state, dict):
                 raise ValueError("it lacks the Lookahead weights")
         except Exception as exc:  # a damaged checkpoint only costs the retraining
+            # The type only, unless the reason is ours: torch's own text runs to several lines.
+            reason = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
             log.warning(
-                "ignoring unusable checkpoint %s (%s); training from the start", checkpoint, exc
+                "ignoring unusable checkpoint %s (%s); training from the start", checkpoint, reason
             )
             model, optimizer, scheduler, generator = fresh_state()
             slow_state = None
