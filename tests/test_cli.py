@@ -268,6 +268,21 @@ def test_pooch_logs_only_warnings(
         logger.setLevel(before)
 
 
+def test_report_interrupt_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import cnnlab.report
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cnnlab.report, "write_report", interrupt)
+    code, err = run_cli(["report", str(tmp_path), "--quiet"], capsys)
+    assert code == 130
+    assert "rerun the same command to rebuild the report" in err
+    assert "finished runs are stored" not in err
+
+
 def test_bench_interrupt_message(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -118,6 +118,18 @@ def test_read_config_errors(tmp_path: Path) -> None:
     other.write_text("seed: 1\n")
     with pytest.raises(ConfigError, match=r"use a .toml or .json file"):
         read_config_file(other)
+    with pytest.raises(ConfigError, match=r"Is a directory; check the --config path"):
+        read_config_file(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"seed": 1, "seed": 2}', '{"train": {"epochs": 1, "epochs": 50}}']
+)
+def test_json_duplicate_key_rejected(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "dup.json"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"is not valid JSON: duplicate key '(seed|epochs)'"):
+        read_config_file(path)
 
 
 def test_missing_required_block_key_is_named() -> None:

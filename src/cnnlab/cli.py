@@ -23,6 +23,14 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 log = logging.getLogger("cnnlab")
 
+# What Ctrl-C leaves behind, by command.
+INTERRUPTED = {
+    "study": "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
+    "train": "cnnlab: interrupted; finished epochs are stored, rerun the same command to resume",
+    "bench": "cnnlab: interrupted; nothing was written, rerun the bench to measure again",
+    "report": "cnnlab: interrupted; rerun the same command to rebuild the report",
+}
+
 
 def _usage_error_line(prog: str, message: str) -> str:
     return f"cnnlab: error: {message}; see '{prog} --help'\n"
@@ -432,11 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         # Start on a new line in case a progress bar was being drawn.
         print(
             ("\n" if sys.stderr.isatty() else "")
-            + (
-                "cnnlab: interrupted; nothing was written, rerun the bench to measure again"
-                if args.command == "bench"
-                else "cnnlab: interrupted; finished runs are stored, rerun the same command to resume"
-            ),
+            + INTERRUPTED.get(args.command, INTERRUPTED["study"]),
             file=sys.stderr,
         )
         return 130

@@ -557,6 +557,14 @@ def from_dict(cls: Any, data: Any, where: str = "config", base: Any = None) -> A
         raise ConfigError(f"invalid {where}: {exc}") from exc
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"duplicate key '{key}'")
+    return dict(pairs)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML (.toml) or JSON (.json) study config file into a dict."""
     path = Path(path)
@@ -565,10 +573,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found; check the --config path") from None
     except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}; check the --config path"
+        ) from None
     try:
         if path.suffix.lower() == ".json":
-            data = json.loads(raw.decode("utf-8"))
+            # TOML rejects a repeated key, and so does this, where JSON keeps the last value.
+            data = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
         elif path.suffix.lower() == ".toml":
             data = tomllib.loads(raw.decode("utf-8"))
         else:

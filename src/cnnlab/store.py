@@ -68,7 +68,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise OutputError(
-            f"cannot write {path}: {exc.strerror}; choose another --out folder"
+            f"cannot write {path}: {exc.strerror}; make its folder writable or write elsewhere"
         ) from exc
     try:
         os.fchmod(fd, FILE_MODE)
@@ -81,7 +81,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise OutputError(
-            f"cannot write {path}: {exc.strerror}; free disk space or choose another --out folder"
+            f"cannot write {path}: {exc.strerror}; free disk space, make its folder writable or "
+            "write elsewhere"
         ) from exc
 
 
