@@ -647,6 +647,23 @@ def test_invalid_value_names_field(tmp_path, change, path, shown, kind):
     assert not (tmp_path / "figures").exists()
 
 
+def test_empty_history_of_completed_run_rejected(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    key = baseline_key(results)
+    results["runs"][key]["history"] = []
+    save_study(tmp_path, results, artifacts)
+    with pytest.raises(DataError, match=re.escape(f"runs.{key}.history is empty")):
+        write_report(tmp_path)
+
+
+def test_class_list_must_match_confusion(tmp_path):
+    results, artifacts = fake_results.make_study("mnist", seeds=1)
+    results["dataset"]["classes"] = results["dataset"]["classes"][:5]
+    save_study(tmp_path, results, artifacts)
+    with pytest.raises(DataError, match=r"confusion has 10 rows, but dataset.classes names 5"):
+        write_report(tmp_path)
+
+
 def test_infinite_time_names_field(tmp_path):
     results, artifacts = fake_results.make_study("mnist", seeds=1)
     key = baseline_key(results)

@@ -92,8 +92,10 @@ def check_values(results: Mapping[str, Any], source: str) -> None:
     study = results.get("study")
     if isinstance(study, Mapping) and "wall_time_s" in study:
         _check_number(study["wall_time_s"], SECONDS, "study.wall_time_s", source)
+    classes = results["dataset"].get("classes")
     for key, run in results["runs"].items():
         _check_run(run, f"runs.{key}", source)
+        _check_confusion(run, classes, f"runs.{key}", source)
     sections = results["sections"]
     if "predictions" in sections:
         _check_predictions(sections["predictions"], "sections.predictions", source)
@@ -114,11 +116,27 @@ def _check_run(run: Mapping[str, Any], path: str, source: str) -> None:
             f'"diverged"; {FIX}'
         )
     null_allowed = status == "diverged"
+    if status == "completed" and not run["history"]:
+        raise DataError(
+            f"{source}: {path}.history is empty, but a completed run has one row per epoch; {FIX}"
+        )
     for index, row in enumerate(run["history"]):
         row_path = f"{path}.history[{index}]"
         _check_object(row, row_path, source)
         _check_fields(row, HISTORY_FIELDS, row_path, source, null_allowed)
     _check_fields(run["final"], FINAL_FIELDS, f"{path}.final", source, null_allowed)
+
+
+def _check_confusion(run: Mapping[str, Any], classes: Any, path: str, source: str) -> None:
+    """Check that the confusion matrix, when stored, has one row per class name."""
+    confusion = run.get("confusion")
+    if not isinstance(confusion, list) or not confusion or not isinstance(classes, list):
+        return
+    if len(confusion) != len(classes):
+        raise DataError(
+            f"{source}: {path}.confusion has {len(confusion)} rows, but dataset.classes names "
+            f"{len(classes)} classes; {FIX}"
+        )
 
 
 def _check_predictions(predictions: Mapping[str, Any], path: str, source: str) -> None:
