@@ -23,7 +23,7 @@ from cnnlab.errors import CnnlabError, ConfigError
 
 log = logging.getLogger("cnnlab")
 
-# What Ctrl-C leaves behind, by command.
+# The message after Ctrl-C for each command: what was kept and how to go on.
 INTERRUPTED = {
     "study": "cnnlab: interrupted; finished runs are stored, rerun the same command to resume",
     "train": "cnnlab: interrupted; finished epochs are stored, rerun the same command to resume",
