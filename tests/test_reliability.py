@@ -413,7 +413,7 @@ def test_checkpoint_pickle_runs_no_code(
         ("zero-batch.toml", "[train]\nbatch_size = 0\n", "invalid train.batch_size 0"),
         ("fraction-epochs.toml", "[train]\nepochs = 2.5\n", "invalid train.epochs 2.5"),
         ("zero-subset.toml", "[train]\ntrain_subset = 0\n", "invalid train.train_subset 0"),
-        ("precision.toml", '[train]\nprecision = "fp16"\n', "invalid train.precision 'fp16'"),
+        ("precision.toml", '[train]\nprecision = "fp8"\n', "invalid train.precision 'fp8'"),
         ("device.toml", 'device = "gpu"\n', "invalid device 'gpu'"),
         ("seeds.toml", "seeds = 0\n", "invalid seeds 0"),
         ("hidden.toml", "[model]\nhidden = [0]\n", "invalid model.hidden[0] 0"),
@@ -459,9 +459,9 @@ def test_invalid_config_file_exits_2(
     ("args", "message"),
     [
         (["--seeds", "-1"], "invalid value -1: must be at least 1"),
-        (["--seeds", "101"], "invalid seeds 101"),
+        (["--seeds", "101"], "invalid --seeds 101"),
         (["--seed", "-1"], "invalid value -1: must be 0 or more"),
-        (["--seed", str(2**31)], f"invalid seed {2**31}"),
+        (["--seed", str(2**31)], f"invalid --seed {2**31}"),
         (["--seeds", "1.5"], "invalid value '1.5': expected a whole number"),
     ],
 )
