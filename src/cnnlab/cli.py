@@ -375,16 +375,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from cnnlab.bench import format_results, run_bench
-    from cnnlab.config import check_choice, check_range
+    from cnnlab.config import MAX_SEED, MAX_SEEDS, check_choice, check_range
 
     for dataset in args.datasets:
         check_choice("dataset", dataset, ("mnist", "cifar10"))
-    # The limits that config.validate_study sets on a study's seeds and seed. Without them,
-    # a seed past the 64-bit range of torch.manual_seed fails with a traceback once
-    # training starts.
-    check_range("--seeds", args.seeds, low=1, high=100)
+    # A study's limits. Without them, a seed past the 64-bit range of torch.manual_seed
+    # fails with a traceback once training starts.
+    check_range("--seeds", args.seeds, low=1, high=MAX_SEEDS)
     first_seed = 0 if args.seed is None else args.seed
-    check_range("--seed", first_seed, low=0, high=2**31 - 1)
+    check_range("--seed", first_seed, low=0, high=MAX_SEED)
     out = Path(args.out) if args.out else None
     if out is not None:
         if out.is_dir():

@@ -25,6 +25,8 @@ ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "tanh", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+MAX_SEED = 2**31 - 1  # the first seed; seeds past 64 bits make torch.manual_seed fail
+MAX_SEEDS = 100  # seeds per comparison
 GLOBAL_POOLS = ("none", "max", "avg")
 TTA_MODES = ("none", "flip", "multicrop", "shift")
 DEVICES = ("auto", "cpu", "cuda")
@@ -414,8 +416,8 @@ def validate_study(study: StudyConfig, input_shape: tuple[int, int, int]) -> Non
     """Validate a whole study, including every model the stride x kernel sweep will build."""
     check_choice("dataset", study.dataset, ("mnist", "cifar10"))
     check_choice("device", study.device, DEVICES)
-    check_range("seed", study.seed, low=0, high=2**31 - 1)
-    check_range("seeds", study.seeds, low=1, high=100)
+    check_range("seed", study.seed, low=0, high=MAX_SEED)
+    check_range("seeds", study.seeds, low=1, high=MAX_SEEDS)
     validate_model(study.model, input_shape)
     validate_train(study.train)
     validate_preprocess(study.preprocess, input_shape[-1])
