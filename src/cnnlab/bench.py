@@ -22,7 +22,14 @@ from typing import Any
 
 import torch
 
-from cnnlab.config import ConvBlock, ModelSpec, RunConfig, StudyConfig, default_study
+from cnnlab.config import (
+    ConvBlock,
+    ModelSpec,
+    RunConfig,
+    StudyConfig,
+    default_study,
+    whiten_bias_freezes,
+)
 from cnnlab.data import DatasetSplits, load_dataset
 from cnnlab.errors import OutputError
 from cnnlab.models import layer_table
@@ -153,10 +160,10 @@ def train_flops_per_image(config: RunConfig, data: Any) -> float:
     """
     table = layer_table(config.model, tuple(data.train_images.shape[1:]), len(data.classes))
     train = config.train
-    has_stem = config.model.whiten_patch > 0
-    if not has_stem:
-        bias_share = 0.0  # share of epochs in which the stem's output needs a gradient
-    elif 0 < train.whiten_bias_epochs < train.epochs:
+    # The share of epochs in which the stem's output needs a gradient.
+    if not config.model.whiten_patch:
+        bias_share = 0.0
+    elif whiten_bias_freezes(config.model, train):
         bias_share = train.whiten_bias_epochs / train.epochs
     else:
         bias_share = 1.0

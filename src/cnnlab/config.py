@@ -559,6 +559,11 @@ def from_dict(cls: Any, data: Any, where: str = "config", base: Any = None) -> A
         raise ConfigError(f"invalid {where}: {exc}") from exc
 
 
+def whiten_bias_freezes(model: ModelSpec, train: TrainConfig) -> bool:
+    """Return True if the run freezes its whitening stem's bias at some epoch."""
+    return bool(model.whiten_patch) and 0 < train.whiten_bias_epochs < train.epochs
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     keys = [key for key, _ in pairs]
     for key in keys:

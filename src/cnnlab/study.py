@@ -28,6 +28,7 @@ from cnnlab.config import (
     to_dict,
     validate_model,
     validate_study,
+    whiten_bias_freezes,
 )
 from cnnlab.data import DatasetSplits, load_dataset
 from cnnlab.errors import ConfigError, OutputError
@@ -73,9 +74,7 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
     seeds = [study.seed + i for i in range(study.seeds)]
 
     def add(model: Any, train: Any, pre: Preprocess) -> list[str]:
-        if train.whiten_bias_epochs and (
-            not model.whiten_patch or train.whiten_bias_epochs >= train.epochs
-        ):
+        if train.whiten_bias_epochs and not whiten_bias_freezes(model, train):
             # No stem, or no epoch after the last bias epoch: the freeze never happens,
             # so the run is the same as with 0 and must share its key.
             train = dataclasses.replace(train, whiten_bias_epochs=0)
