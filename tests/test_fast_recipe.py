@@ -245,6 +245,22 @@ def test_fast_recipe_resume_matches_uninterrupted(
     assert resumed["confusion"] == full["confusion"]
 
 
+def test_muon_recipe_learns_and_resumes(colour_data: DatasetSplits, tmp_path: Path) -> None:
+    """Muon's momentum buffers travel in the checkpoint, so a resumed run ends identically."""
+    config = fast_run(optimizer="muon", muon_lr=0.1, lookahead_every=0, whiten_bias_epochs=1)
+    full = train_run(config, colour_data, progress=False)
+    assert full["status"] == "completed"
+    assert full["final"]["test_accuracy"] > 0.5
+    checkpoint = tmp_path / "ckpt.pt"
+    train_run(config, colour_data, progress=False, checkpoint=checkpoint, stop_after=2)
+    resumed = train_run(config, colour_data, progress=False, checkpoint=checkpoint)
+    assert resumed["history"] == [
+        {**row, "epoch_time_s": ours["epoch_time_s"], "eval_time_s": ours["eval_time_s"]}
+        for row, ours in zip(full["history"], resumed["history"], strict=True)
+    ]
+    assert resumed["confusion"] == full["confusion"]
+
+
 @pytest.mark.parametrize("bias_epochs", [0, 1])
 def test_whitening_bias_trains_only_in_its_epochs(
     colour_data: DatasetSplits, tmp_path: Path, bias_epochs: int

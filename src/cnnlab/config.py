@@ -22,7 +22,7 @@ from typing import Any, Literal
 from cnnlab.errors import ConfigError
 
 ACTIVATIONS = ("relu", "gelu", "elu", "leaky_relu", "tanh", "none")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "muon")
 SCHEDULES = ("onecycle", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 MAX_SEED = 2**31 - 1  # the first seed; seeds past 64 bits make torch.manual_seed fail
@@ -107,6 +107,11 @@ class TrainConfig:
     # on a GPU and fp32 on a CPU.
     precision: str = "auto"
     bias_lr_scale: float = 1.0  # learning-rate multiplier for batch-norm biases
+    # optimizer = "muon": the convolution filters step with Muon at this learning rate
+    # and momentum; everything else takes Nesterov SGD steps at lr and momentum, the
+    # biases (batch norm's and the whitening stem's) at lr x bias_lr_scale.
+    muon_lr: float = 0.24
+    muon_momentum: float = 0.6
     # Lookahead: every k steps pull the weights towards a slow moving average of
     # themselves, more strongly late in training; 0 disables.
     lookahead_every: int = 0
@@ -388,6 +393,8 @@ def validate_train(train: TrainConfig, where: str = "train") -> None:
     check_choice(f"{where}.optimizer", train.optimizer, OPTIMIZERS)
     check_range(f"{where}.lr", train.lr, low=0.0, low_open=True)
     check_range(f"{where}.momentum", train.momentum, low=0.0, high=0.999)
+    check_range(f"{where}.muon_lr", train.muon_lr, low=0.0, low_open=True, high=10.0)
+    check_range(f"{where}.muon_momentum", train.muon_momentum, low=0.0, high=0.999)
     check_choice(f"{where}.schedule", train.schedule, SCHEDULES)
     check_range(f"{where}.warmup_fraction", train.warmup_fraction, low=0.0, high=0.9)
     check_range(f"{where}.label_smoothing", train.label_smoothing, low=0.0, high=0.9)

@@ -194,6 +194,13 @@ def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
     ]
 
 
+def conv_filters(model: nn.Module) -> list[torch.Tensor]:
+    """Return the trained convolution weights, the tensors that Muon updates."""
+    return [
+        m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad
+    ]
+
+
 def norm_biases(model: nn.Module) -> list[torch.Tensor]:
     """Return the batch-norm shift parameters, which may train at a higher learning rate."""
     return [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.affine]

@@ -25,6 +25,7 @@ from cnnlab.config import (
     Preprocess,
     RunConfig,
     StudyConfig,
+    TrainConfig,
     to_dict,
     validate_model,
     validate_study,
@@ -78,6 +79,12 @@ def plan_study(study: StudyConfig, device: str) -> Plan:
             # No stem, or no epoch after the last bias epoch: the freeze never happens,
             # so the run is the same as with 0 and must share its key.
             train = dataclasses.replace(train, whiten_bias_epochs=0)
+        if train.optimizer != "muon":
+            # The Muon settings do nothing then; a run must not retrain because they differ.
+            plain = TrainConfig()
+            train = dataclasses.replace(
+                train, muon_lr=plain.muon_lr, muon_momentum=plain.muon_momentum
+            )
         keys = []
         for seed in seeds:
             config = RunConfig(study.dataset, model, train, pre, seed, device)

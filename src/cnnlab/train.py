@@ -7,12 +7,14 @@ ends with the same numbers as an uninterrupted run on the same CPU.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
 import platform
 import sys
 import time
+import typing
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -27,7 +29,15 @@ from tqdm import tqdm
 import cnnlab
 from cnnlab.config import RunConfig, TrainConfig, to_dict
 from cnnlab.data import DatasetSplits
-from cnnlab.models import CNN, build_model, layer_table, norm_biases, penalized_weights
+from cnnlab.models import (
+    CNN,
+    build_model,
+    conv_filters,
+    layer_table,
+    norm_biases,
+    penalized_weights,
+)
+from cnnlab.optim import Muon
 from cnnlab.preprocess import Scaler, augment, fit_scaler
 from cnnlab.store import atomic_torch_save
 
@@ -124,6 +134,25 @@ def environment(device: str, precision: str) -> dict[str, Any]:
     }
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc to keep freed memory for reuse; return whether it agreed.
+
+    By default glibc returns every block over 32 MiB to the system when it is
+    freed, so each training step maps its large activations afresh and the
+    kernel zeroes every page on first touch. Keeping them in the heap cut the
+    page faults of a CIFAR-10 step by 4.6 times and sped it up by about 5% on
+    a 2-core CPU. Results do not change; the process keeps its peak memory.
+    """
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # another C library, such as musl
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # mallopt parameter numbers in glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 class PreparedData:
     """Scaled float tensors of all three splits, kept in memory for the whole run."""
 
@@ -143,15 +172,36 @@ class PreparedData:
         )
 
 
-def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[Any, Any]:
-    biases = {id(p) for p in norm_biases(model)}
+def make_optimizer(
+    model: CNN, train: TrainConfig, steps: int, precision: str = "fp32"
+) -> tuple[Any, Any]:
+    """Return the optimizer and its per-step schedule; ``precision`` is the resolved one."""
+    bias_list = norm_biases(model)
+    if train.optimizer == "muon" and model.stem is not None:
+        # Muon's recipe trains the stem's bias with the other biases.
+        bias_list.append(typing.cast(torch.Tensor, model.stem[0].bias))
+    biases = {id(p) for p in bias_list}
     trained = [p for p in model.parameters() if p.requires_grad]
     params: list[dict[str, Any]] = [
         {"params": [p for p in trained if id(p) not in biases], "lr": train.lr},
         {"params": [p for p in trained if id(p) in biases], "lr": train.lr * train.bias_lr_scale},
     ]
     optimizer: torch.optim.Optimizer
-    if train.optimizer == "sgd":
+    if train.optimizer == "muon":
+        filters = {id(p) for p in conv_filters(model)}
+        params[0]["params"] = [p for p in params[0]["params"] if id(p) not in filters]
+        params.append(
+            {
+                "params": [p for p in trained if id(p) in filters],
+                "lr": train.muon_lr,
+                "momentum": train.muon_momentum,
+                "orthogonalize": True,
+            }
+        )
+        # Muon's matrix iteration runs in bf16 where the run's products do.
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        optimizer = Muon(params, lr=train.lr, momentum=train.momentum, matrix_dtype=dtype)
+    elif train.optimizer == "sgd":
         optimizer = torch.optim.SGD(
             params, lr=train.lr, momentum=train.momentum, nesterov=train.momentum > 0
         )
@@ -179,6 +229,19 @@ def make_optimizer(model: nn.Module, train: TrainConfig, steps: int) -> tuple[An
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     return optimizer, scheduler
+
+
+def penalty_weights(model: nn.Module, train: TrainConfig) -> list[torch.Tensor]:
+    """Return the weights of the L2 term: the penalized weights, less Muon's filters.
+
+    Muon rescales the filters to a fixed norm before every step, so a penalty on
+    their size would only bend the update; with it the term covers the rest.
+    """
+    weights = penalized_weights(model)
+    if train.optimizer != "muon":
+        return weights
+    filters = {id(p) for p in conv_filters(model)}
+    return [w for w in weights if id(w) not in filters]
 
 
 def tta_logits(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
@@ -342,6 +405,8 @@ def train_run(
     input_shape = tuple(data.train_images.shape[1:])
     num_classes = len(data.classes)
 
+    if device == "cpu":
+        keep_freed_memory()
     prepared = PreparedData(data, config)
     if device != "cpu":
         # The training split moves to the GPU once, so batches need no copy each step.
@@ -360,7 +425,9 @@ def train_run(
             # Fitted on the CPU, so that the stem is the same on every device.
             model.stem.fit(prepared.train_x[:WHITEN_IMAGES].cpu())
         model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        optimizer, scheduler = make_optimizer(model, train, train.epochs * steps_per_epoch)
+        optimizer, scheduler = make_optimizer(
+            model, train, train.epochs * steps_per_epoch, precision
+        )
         return model, optimizer, scheduler, generator
 
     model, optimizer, scheduler, generator = fresh_state()
@@ -399,7 +466,7 @@ def train_run(
             snapshots = state["snapshots"]
             start_epoch = len(history)
             log.info("%s resuming after epoch %d from %s", label, start_epoch, checkpoint)
-    weights = penalized_weights(model)
+    weights = penalty_weights(model, train)
     # fp16 overflows where bf16 would not, so its gradients are scaled up for the backward
     # pass and back down before the step, which is skipped if any came out infinite.
     scaler = torch.amp.GradScaler(device, enabled=precision == "fp16")
