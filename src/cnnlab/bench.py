@@ -90,15 +90,35 @@ def recipes(dataset: str, device: str, *, quick: bool = False) -> list[Recipe]:
                 "mnist-99.5", 0.995, 60.0, dataclasses.replace(base, model=study_model, train=six)
             ),
         ]
-    # The default recipe on all 50,000 training images for 9 epochs, which takes as
-    # many steps as its 10 epochs on 45,000 images but sees more distinct images.
-    nine = dataclasses.replace(base.train, epochs=9)
+    # airbench94's Muon variant (K. Jordan, 2024) on all 50,000 training images: Muon
+    # for the convolution filters, Nesterov SGD for the classifier and the biases, no
+    # Lookahead and no warm-up. Its batches of 2,000 ran about 8% slower per image
+    # than 1,024 on a 2-core CPU, so the batch is 1,024: the SGD rates scale with the
+    # batch (its summed-loss rate 0.67 for the classifier, restated for this model's
+    # logit scale, and 0.053 for the biases: 64 times as much), Muon's rate 0.24 with
+    # its square root, and its decay of 2e-6 per image and step becomes α = 1.21e-3.
+    # Chosen on validation: 9 such epochs of 45,000 images scored 94.28% there
+    # (seed 0), against 93.78% for the default recipe's 10 epochs.
+    muon = dataclasses.replace(
+        base.train,
+        optimizer="muon",
+        epochs=9,
+        batch_size=1024,
+        lr=0.848,
+        momentum=0.85,
+        warmup_fraction=0.0,
+        l2=1.21e-3,
+        bias_lr_scale=64.0,
+        lookahead_every=0,
+        muon_lr=0.172,
+        muon_momentum=0.6,
+    )
     return [
         Recipe(
             "cifar10-94",
             0.940,
             15 * 60.0,
-            dataclasses.replace(base, train=nine),
+            dataclasses.replace(base, train=muon),
             train_on_validation=True,
         )
     ]
