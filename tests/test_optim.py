@@ -33,7 +33,8 @@ def test_orthogonalize_brings_singular_values_near_one(
     result = orthogonalize(matrix, steps=5, dtype=dtype).float()
     assert result.shape == matrix.shape
     singular = torch.linalg.svdvals(result)
-    assert singular.min() > 0.5 and singular.max() < 1.3
+    assert singular.min() > 0.5
+    assert singular.max() < 1.3
     # The singular vectors stay: the result's column space is the matrix's.
     projected = u[:, :k] @ (u[:, :k].T @ result)
     assert torch.allclose(projected, result, atol=1e-4 if dtype == torch.float32 else 5e-2)
@@ -69,14 +70,17 @@ def test_orthogonalized_group_fixes_the_norm_and_steps_evenly() -> None:
     muon.step()
     step = (before - weight.detach()).reshape(6, -1)
     singular = torch.linalg.svdvals(step) / 0.01
-    assert singular.min() > 0.3 and singular.max() < 1.3
+    assert singular.min() > 0.3
+    assert singular.max() < 1.3
 
 
 def test_muon_groups_cover_each_trained_parameter_once() -> None:
     model = build_model(CIFAR.model, (3, 32, 32), 10)
     optimizer, _ = make_optimizer(model, MUON, steps=10)
     main, biases, filters = optimizer.param_groups
-    assert not main["orthogonalize"] and not biases["orthogonalize"] and filters["orthogonalize"]
+    assert not main["orthogonalize"]
+    assert not biases["orthogonalize"]
+    assert filters["orthogonalize"]
     assert {id(p) for p in filters["params"]} == {id(p) for p in conv_filters(model)}
     assert model.stem is not None
     expected = [*norm_biases(model), model.stem[0].bias]

@@ -18,12 +18,14 @@ from cnnlab import (
     report_document,
     report_results,
     report_sections,
+    report_sweeps,
     report_timing,
     stats,
 )
 from cnnlab.cli import main
 from cnnlab.errors import DataError
 from cnnlab.report import load_artifacts, render_html, render_markdown, write_report
+from cnnlab.report_document import Paragraph
 from cnnlab.store import atomic_write_bytes, atomic_write_json
 
 HEADINGS = [
@@ -169,6 +171,19 @@ def test_l2_formula_and_scope(cifar):
     assert "E = CE + α · Σ ‖w‖²" in text
     assert "not over biases or batch-norm parameters" in text
     assert "not the optimizer's weight decay" in text
+
+
+def test_l2_scope_with_muon(cifar):
+    _, _, results = cifar
+    edited = copy.deepcopy(results)
+    for cell in edited["sections"]["l2"]["cells"]:
+        for key in cell["runs"]:
+            edited["runs"][key]["config"]["train"]["optimizer"] = "muon"
+    section = report_sweeps.l2_section(report_results.Study(edited, {}))
+    assert section is not None
+    text = " ".join(block.text for block in section.blocks if isinstance(block, Paragraph))
+    assert "the sum runs over the weights of the linear layers (Muon" in text
+    assert "conv and linear layers" not in text
 
 
 def test_one_seed_differences_unconfirmed(mnist):

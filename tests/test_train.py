@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import ctypes
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from cnnlab.data import DatasetSplits
 from cnnlab.models import build_model, penalized_weights
 from cnnlab.preprocess import augment, fit_scaler
 from cnnlab.store import RunStore, run_key
-from cnnlab.train import make_optimizer, train_run
+from cnnlab.train import keep_freed_memory, make_optimizer, train_run
 from conftest import make_splits, tiny_run
 
 
@@ -233,3 +235,36 @@ def test_damaged_weights_warning_is_one_line(
     assert "\n" not in messages[0]
     assert "weights_only" not in messages[0]
     assert str(store.weights_path("abc")) in messages[0]
+
+
+class MallInfo2(ctypes.Structure):
+    """glibc's struct mallinfo2: ten size_t counters of the heap."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_large_blocks_come_from_the_heap() -> None:
+    """A 64 MiB tensor lands in the reusable heap, not in a mapping freed with it."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    assert keep_freed_memory()
+    mapped_before = libc.mallinfo2().hblkhd
+    block = torch.ones(16 * 2**20)  # 64 MiB, over glibc's largest mmap threshold
+    mapped_with_block = libc.mallinfo2().hblkhd
+    del block
+    assert mapped_with_block - mapped_before < 2**20

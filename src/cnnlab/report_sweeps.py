@@ -323,6 +323,12 @@ def _cost_sentences(
 # 7. L2 penalty
 
 
+def _optimizer(run: Mapping[str, Any]) -> Any:
+    config = run.get("config")
+    train = config.get("train") if isinstance(config, Mapping) else None
+    return train.get("optimizer") if isinstance(train, Mapping) else None
+
+
 def l2_section(study: Study) -> Section | None:
     if "l2" not in study.sections:
         return None
@@ -333,10 +339,16 @@ def l2_section(study: Study) -> Section | None:
 
     section = Section("L2 penalty", "l2")
     section.blocks.append(Code("E = CE + α · Σ ‖w‖²"))
+    covered = "the conv and linear layers"
+    if any(_optimizer(study.runs[key]) == "muon" for spec in specs for key in spec["runs"]):
+        covered = (
+            "the linear layers (Muon, which trains the conv filters here, rescales them to a "
+            "fixed norm before every step, so the penalty leaves them out)"
+        )
     section.blocks.append(
         Paragraph(
-            "CE is the mean cross-entropy of a batch and the sum runs over the weights of the conv "
-            "and linear layers, not over biases or batch-norm parameters. The penalty is part of "
+            f"CE is the mean cross-entropy of a batch and the sum runs over the weights of "
+            f"{covered}, not over biases or batch-norm parameters. The penalty is part of "
             "the loss, so its gradient 2αw passes through the optimizer like the rest. It is not "
             f"the optimizer's weight decay option. Each α trained for {study.budget('l2').text()}."
         )
