@@ -10,7 +10,7 @@ import torch
 
 from cnnlab.config import ConvBlock, ModelSpec, Preprocess, RunConfig, default_study
 from cnnlab.data import DatasetSplits
-from cnnlab.models import WhiteningStem, build_model, layer_table, norm_biases
+from cnnlab.models import WhiteningStem, build_model, layer_table, norm_biases, penalized_weights
 from cnnlab.preprocess import augment
 from cnnlab.train import Lookahead, evaluate, make_optimizer, train_run, tta_logits
 from conftest import make_splits
@@ -259,6 +259,14 @@ def test_muon_recipe_learns_and_resumes(colour_data: DatasetSplits, tmp_path: Pa
         for row, ours in zip(full["history"], resumed["history"], strict=True)
     ]
     assert resumed["confusion"] == full["confusion"]
+
+    # The recorded norm covers the filters, which Muon's penalty leaves out.
+    weights = tmp_path / "weights.pt"
+    train_run(config, colour_data, progress=False, weights_out=weights)
+    model = build_model(FAST_MODEL, (3, 32, 32), 10)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    expected = sum(float(w.detach().pow(2).sum()) for w in penalized_weights(model))
+    assert full["history"][-1]["weight_norm_sq"] == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize("bias_epochs", [0, 1])

@@ -588,7 +588,9 @@ def train_run(
             "test_accuracy": test_acc,
             "epoch_time_s": epoch_time,
             "eval_time_s": eval_time,
-            "weight_norm_sq": float(l2_norm_sq(weights).detach()),
+            # Over all conv and linear weights, as documented, even where Muon's
+            # penalty leaves the filters out.
+            "weight_norm_sq": float(l2_norm_sq(penalized_weights(model)).detach()),
         }
         history.append(row)
         snapshots.append(weight_summary(model))
