@@ -235,7 +235,7 @@ def penalty_weights(model: nn.Module, train: TrainConfig) -> list[torch.Tensor]:
     """Return the weights of the L2 term: the penalized weights, less Muon's filters.
 
     Muon rescales the filters to a fixed norm before every step, so a penalty on
-    their size would only bend the update; with it the term covers the rest.
+    their size would only bend the update. Under Muon the term covers the rest.
     """
     weights = penalized_weights(model)
     if train.optimizer != "muon":
